@@ -1,0 +1,63 @@
+// MSM — the Mutual Scoring Mechanism (MUSC-SPEC §4), exact, blocked and memory-bounded.
+//
+// For every image i and patch p, d(i,p,j) = min_q ‖Z[i,p] − Z[j,q]‖ for each j ≠ i, and the
+// patch's score is the mean of the k smallest of those N−1 distances (the interval
+// [interval_low, interval_high) of the sorted list; the paper uses 0 … 30 %).
+//
+// How it is computed: rows of Z are unit vectors, so ‖a−b‖² = 2 − 2⟨a,b⟩ and the minimum distance
+// is sqrt(2 − 2·max⟨a,b⟩). One GEMM Z_i·Z_jᵀ gives both directions of the unordered pair (i, j):
+// row maxima are i→j, column maxima are j→i. Pairs are visited in tiles of at most
+// tile_budget bytes of similarities, and the patch-to-image table d (one float per (i, p, j)) is
+// held only for a "resident" stripe of images sized to fit the rest of the budget. Pairs inside
+// the stripe are computed once (both directions); a pair reaching outside it is computed from
+// each side (row maxima only). With the default budget every realistic batch is one stripe.
+// Peak extra memory: ≤ block_budget_bytes (plus one L×L tile if a single pair exceeds the tile
+// share), independent of N² — see docs/ALGORITHM.md.
+#ifndef MUSC_CORE_MUTUAL_SCORING_H_
+#define MUSC_CORE_MUTUAL_SCORING_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace musc {
+
+struct MutualScoringOptions {
+  double interval_low = 0.0;   // Fraction of the N−1 sorted distances skipped at the bottom.
+  double interval_high = 0.3;  // Fraction at which the interval ends (exclusive).
+  // Bound on the extra memory MSM may use (similarity tiles + the resident distance table).
+  int64_t block_budget_bytes = int64_t{512} << 20;
+};
+
+// The ranks [begin, end) of the sorted N−1 distances that are averaged. Follows the reference
+// (k = floor(fraction·(N−1))); when that interval is empty — batches with N < 5 at the paper's
+// 30 % — it is widened to the single nearest image, [0, 1), so small batches still get a score
+// (flagged by the engine as small_batch). Requires n_images ≥ 2.
+struct IntervalRanks {
+  int64_t begin = 0;
+  int64_t end = 0;
+  bool widened = false;
+};
+IntervalRanks ComputeIntervalRanks(int64_t n_images, double interval_low, double interval_high);
+
+// How the work was laid out; reported by benchmarks and the engine's timings.
+struct MutualScoringStats {
+  int64_t resident_images = 0;  // Images whose distance rows are held at once (stripe size).
+  int64_t stripes = 0;
+  int64_t pair_gemms = 0;  // Image pairs multiplied (N(N−1)/2 when fully paired).
+  int64_t tile_bytes = 0;
+  int64_t table_bytes = 0;
+};
+
+// Adds weight · score(i, p) to scores_accum[i][p] for every image and patch.
+// z: N×L×C contiguous float32 with unit-norm rows. scores_accum: N×L float64, contiguous.
+// Requires N ≥ 2. Throws c10::Error on malformed input.
+MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScoringOptions& options,
+                                          double weight, at::Tensor& scores_accum);
+
+// Convenience: the N×L float64 scores of one (layer, degree).
+at::Tensor MutualScores(const at::Tensor& z, const MutualScoringOptions& options);
+
+}  // namespace musc
+
+#endif  // MUSC_CORE_MUTUAL_SCORING_H_

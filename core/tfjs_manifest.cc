@@ -1,0 +1,1 @@
+// Placeholder until the tfjs manifest reader lands (being written now).

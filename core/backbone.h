@@ -14,7 +14,7 @@ namespace musc {
 // How a backbone wants its input resized.
 enum class ResizeFilter {
   kBicubicAntialias,  // CLIP: PIL-like bicubic with antialiasing.
-  kBilinear,          // DINO / DINOv2 / CNNs.
+  kBilinear,          // DINO / DINOv2 / CNNs: PIL-like bilinear, antialiased when shrinking.
 };
 
 // Everything needed to turn decoded pixels into the backbone's input tensor. Written once

@@ -29,10 +29,10 @@ struct ImageView {
 struct BackboneOptions {
   // Registry name: "vit-tiny-random" (seeded random tiny CLIP-shaped ViT, for tests and demos).
   std::string model = "vit-tiny-random";
-  std::string weights_path;          // File or directory holding the weights, when the model has any.
-  uint64_t seed = 0;                 // Random-weight models only.
-  int64_t input_size = 0;            // S; 0 = the model's default.
-  std::vector<int64_t> layers;       // 1-based feature layers; empty = the model's default.
+  std::string weights_path;     // File or directory holding the weights, when the model has any.
+  uint64_t seed = 0;            // Random-weight models only.
+  int64_t input_size = 0;       // S; 0 = the model's default.
+  std::vector<int64_t> layers;  // 1-based feature layers; empty = the model's default.
 };
 
 struct EngineOptions {
@@ -45,7 +45,7 @@ struct EngineOptions {
   int64_t block_budget_bytes = int64_t{512} << 20;
   int64_t backbone_batch_size = 8;  // Images per backbone forward pass.
   int intra_op_threads = 0;         // 0 = the machine's hardware concurrency.
-  bool keep_maps = true;            // Return the S×S anomaly maps (else only patch grids + scores).
+  bool keep_maps = true;  // Return the S×S anomaly maps (else only patch grids + scores).
 };
 
 // Wall-clock seconds spent in each stage for one batch.
@@ -61,9 +61,9 @@ struct StageTimings {
 
 struct BatchScores {
   int64_t num_images = 0;
-  int64_t grid_h = 0;    // Patch-score grid (the first feature layer's grid).
+  int64_t grid_h = 0;  // Patch-score grid (the first feature layer's grid).
   int64_t grid_w = 0;
-  int64_t map_size = 0;  // S: maps are S×S.
+  int64_t map_size = 0;             // S: maps are S×S.
   std::vector<float> patch_scores;  // N×grid_h×grid_w, mean over layers and degrees.
   std::vector<float> maps;          // N×S×S anomaly maps (empty unless keep_maps).
   std::vector<float> raw_scores;    // N: maximum of each map; comparable across batches.
@@ -112,6 +112,7 @@ class MuscEngine {
   const EngineOptions& options() const;
 
  private:
+  friend class ScoringBatch;  // A batch keeps the engine's state alive while it exists.
   struct Impl;
   explicit MuscEngine(std::unique_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;

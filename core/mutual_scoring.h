@@ -30,9 +30,10 @@ struct MutualScoringOptions {
 };
 
 // The ranks [begin, end) of the sorted N−1 distances that are averaged. Follows the reference
-// (k = floor(fraction·(N−1))); when that interval is empty — batches with N < 5 at the paper's
-// 30 % — it is widened to the single nearest image, [0, 1), so small batches still get a score
-// (flagged by the engine as small_batch). Requires n_images ≥ 2.
+// (k = floor(fraction·(N−1)), bounds swapped if given in the wrong order). When that interval is
+// empty — batches with N < 5 at the paper's 30 % — it is widened to one rank, [begin, begin+1)
+// (for the paper's interval: the single nearest image), so small batches still get a score; the
+// engine flags them as small_batch. Requires n_images ≥ 2 and 0 ≤ fractions ≤ 1.
 struct IntervalRanks {
   int64_t begin = 0;
   int64_t end = 0;

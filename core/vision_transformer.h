@@ -4,8 +4,8 @@
 // Implemented family: OpenAI CLIP image towers (pre-LN blocks, QuickGELU, class embedding, ln_pre,
 // ln_post, proj), parameter names as in OpenAI's / open_clip's `visual.*` without the prefix.
 // Feature layers are the outputs of the selected blocks (1-based), including the class token and
-// before ln_post (MUSC-SPEC §0); the image embedding is ln_post(class token of the last block)·proj,
-// L2-normalised (§2).
+// before ln_post (MUSC-SPEC §0); the image embedding is ln_post(class token of the last
+// block)·proj, L2-normalised (§2).
 #ifndef MUSC_CORE_VISION_TRANSFORMER_H_
 #define MUSC_CORE_VISION_TRANSFORMER_H_
 

@@ -1,0 +1,319 @@
+#include "core/musc_engine.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/anomaly_map.h"
+#include "core/backbone_registry.h"
+#include "core/lnamd.h"
+#include "core/mutual_scoring.h"
+#include "core/preprocess.h"
+#include "core/rscin.h"
+#include "core/thread_config.h"
+
+namespace musc {
+namespace {
+
+// Images larger than this many pixels are refused: beyond any camera, and a sign of a bad header.
+constexpr int64_t kMaxPixels = int64_t{1} << 28;
+
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  // Seconds since construction or the previous Lap.
+  double Lap() {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - start_).count();
+    start_ = now;
+    return s;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+absl::Status ValidateImage(const ImageView& image, size_t index) {
+  if (image.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("image ", index, ": no pixel data"));
+  }
+  if (image.height <= 0 || image.width <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image ", index, ": size ", image.height, "×", image.width, " is empty"));
+  }
+  if (image.channels != 1 && image.channels != 3) {
+    return absl::InvalidArgumentError(absl::StrCat("image ", index, ": ", image.channels,
+                                                   " channels; expected 1 (grey) or 3 (RGB)"));
+  }
+  if (image.height > kMaxPixels / image.width) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image ", index, ": ", image.height, "×", image.width, " exceeds ", kMaxPixels, " pixels"));
+  }
+  return absl::OkStatus();
+}
+
+// H×W×C float32 in [0,1] (a copy: the caller's buffer is only borrowed for the call).
+at::Tensor ToFloatImage(const ImageView& image) {
+  const std::vector<int64_t> shape{image.height, image.width, image.channels};
+  switch (image.type) {
+    case PixelType::kUint8:
+      return at::from_blob(const_cast<void*>(image.data), shape, at::kByte).to(at::kFloat) / 255.0;
+    case PixelType::kUint16: {
+      // LibTorch 1.13 has no uint16 dtype: widen by hand.
+      at::Tensor out = at::empty(shape, at::kFloat);
+      const auto* src = static_cast<const uint16_t*>(image.data);
+      float* dst = out.data_ptr<float>();
+      const int64_t count = out.numel();
+      for (int64_t k = 0; k < count; ++k) dst[k] = static_cast<float>(src[k]) / 65535.0f;
+      return out;
+    }
+    case PixelType::kFloat32:
+      return at::from_blob(const_cast<void*>(image.data), shape, at::kFloat).clone();
+  }
+  TORCH_CHECK(false, "unknown pixel type");
+}
+
+absl::Status ValidateOptions(const EngineOptions& o) {
+  if (o.degrees.empty()) return absl::InvalidArgumentError("no LNAMD degrees given");
+  for (int64_t r : o.degrees) {
+    if (r < 1 || r % 2 == 0 || r > 31) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LNAMD degree ", r, " is invalid: degrees must be odd, 1..31"));
+    }
+  }
+  if (!(o.interval_low >= 0.0 && o.interval_low < o.interval_high && o.interval_high <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("MSM interval [", o.interval_low, ", ",
+                                                   o.interval_high,
+                                                   ") is invalid: need 0 <= low < high <= 1"));
+  }
+  for (int64_t k : o.rscin_windows) {
+    if (k < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("RsCIN window ", k, " is invalid: windows must be >= 0 (0 = off)"));
+    }
+  }
+  if (o.block_budget_bytes < (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block budget ", o.block_budget_bytes, " bytes is below the 1 MiB minimum"));
+  }
+  if (o.backbone_batch_size < 1) {
+    return absl::InvalidArgumentError("backbone batch size must be at least 1");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FromTorchError(const c10::Error& e, const char* stage) {
+  return absl::InternalError(absl::StrCat(stage, ": ", e.what_without_backtrace()));
+}
+
+}  // namespace
+
+struct MuscEngine::Impl {
+  EngineOptions options;
+  std::unique_ptr<Backbone> backbone;
+};
+
+struct ScoringBatch::Impl {
+  std::shared_ptr<MuscEngine::Impl> engine;
+  int64_t count = 0;
+  std::vector<std::vector<at::Tensor>> layer_chunks;  // [layer][chunk]: n×C×H×W
+  std::vector<at::Tensor> embedding_chunks;           // [chunk]: n×D (may be undefined)
+  StageTimings timings;
+};
+
+ScoringBatch::ScoringBatch(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ScoringBatch::~ScoringBatch() = default;
+int64_t ScoringBatch::size() const { return impl_->count; }
+
+absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
+  for (size_t k = 0; k < images.size(); ++k) {
+    if (absl::Status s = ValidateImage(images[k], k); !s.ok()) return s;
+  }
+  const EngineOptions& options = impl_->engine->options;
+  Backbone& backbone = *impl_->engine->backbone;
+  const PreprocessSpec& spec = backbone.preprocess_spec();
+  // Results are collected first and committed only when every chunk succeeded, so a failure
+  // leaves the batch exactly as it was.
+  std::vector<std::vector<at::Tensor>> new_layers;
+  std::vector<at::Tensor> new_embeddings;
+  StageTimings spent;
+  try {
+    c10::InferenceMode guard;
+    for (size_t begin = 0; begin < images.size();
+         begin += static_cast<size_t>(options.backbone_batch_size)) {
+      const size_t end =
+          std::min(images.size(), begin + static_cast<size_t>(options.backbone_batch_size));
+      Stopwatch watch;
+      std::vector<at::Tensor> inputs;
+      for (size_t k = begin; k < end; ++k) {
+        inputs.push_back(
+            PreprocessImage(ToFloatImage(images[k]), spec, images[k].type == PixelType::kUint8));
+      }
+      const at::Tensor batch = at::stack(inputs, 0);
+      spent.preprocess_s += watch.Lap();
+      BackboneFeatures features = backbone.Forward(batch);
+      if (new_layers.empty()) new_layers.resize(features.layer_maps.size());
+      TORCH_CHECK(features.layer_maps.size() == new_layers.size() && !new_layers.empty(),
+                  backbone.name(), " returned an inconsistent number of feature layers");
+      for (size_t l = 0; l < features.layer_maps.size(); ++l) {
+        // Own, compact, channels-last copies: drops class tokens and backbone temporaries.
+        new_layers[l].push_back(features.layer_maps[l]
+                                    .contiguous(at::MemoryFormat::ChannelsLast)
+                                    .clone(at::MemoryFormat::ChannelsLast));
+      }
+      new_embeddings.push_back(features.image_embedding.defined()
+                                   ? features.image_embedding.to(at::kFloat).contiguous()
+                                   : at::Tensor());
+      spent.backbone_s += watch.Lap();
+    }
+  } catch (const c10::Error& e) {
+    return FromTorchError(e, "feature extraction");
+  }
+  if (images.empty()) return absl::OkStatus();
+  if (!impl_->layer_chunks.empty() && impl_->layer_chunks.size() != new_layers.size()) {
+    return absl::InternalError("backbone changed its number of feature layers");
+  }
+  if (impl_->layer_chunks.empty()) impl_->layer_chunks.resize(new_layers.size());
+  for (size_t l = 0; l < new_layers.size(); ++l) {
+    for (at::Tensor& t : new_layers[l]) impl_->layer_chunks[l].push_back(std::move(t));
+  }
+  for (at::Tensor& t : new_embeddings) impl_->embedding_chunks.push_back(std::move(t));
+  impl_->count += static_cast<int64_t>(images.size());
+  impl_->timings.preprocess_s += spent.preprocess_s;
+  impl_->timings.backbone_s += spent.backbone_s;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BatchScores> ScoringBatch::Score() {
+  const EngineOptions& options = impl_->engine->options;
+  const int64_t n = impl_->count;
+  if (n < 2) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("MuSc scores images against each other and needs at least 2 images in a "
+                     "batch; this batch has ",
+                     n));
+  }
+  BatchScores result;
+  result.num_images = n;
+  result.timings = impl_->timings;
+  try {
+    c10::InferenceMode guard;
+    Stopwatch watch;
+    // Merge each layer's chunks once; keeping the merged tensor makes Score repeatable.
+    for (auto& chunks : impl_->layer_chunks) {
+      if (chunks.size() > 1) chunks = {at::cat(chunks, 0)};
+    }
+    const at::Tensor& first = impl_->layer_chunks[0][0];
+    const int64_t grid_h = first.size(2);
+    const int64_t grid_w = first.size(3);
+    const int64_t patches = grid_h * grid_w;
+    result.grid_h = grid_h;
+    result.grid_w = grid_w;
+
+    MutualScoringOptions msm;
+    msm.interval_low = options.interval_low;
+    msm.interval_high = options.interval_high;
+    msm.block_budget_bytes = options.block_budget_bytes;
+    result.small_batch = ComputeIntervalRanks(n, msm.interval_low, msm.interval_high).widened;
+
+    // Mean over layers and degrees: every (layer, degree) gets the same weight.
+    const double weight =
+        1.0 / static_cast<double>(impl_->layer_chunks.size() * options.degrees.size());
+    at::Tensor accum = at::zeros({n, patches}, at::kDouble);
+    result.timings.lnamd_s += watch.Lap();
+    for (const auto& chunks : impl_->layer_chunks) {
+      const at::Tensor normed = LayerNormPerImage(chunks[0]);
+      result.timings.lnamd_s += watch.Lap();
+      for (int64_t r : options.degrees) {
+        const at::Tensor z = AggregateNeighbourhood(normed, r, grid_h, grid_w);
+        result.timings.lnamd_s += watch.Lap();
+        AccumulateMutualScores(z, msm, weight, accum);
+        result.timings.msm_s += watch.Lap();
+      }
+    }
+
+    const at::Tensor patch_scores = accum.to(at::kFloat).view({n, grid_h, grid_w});
+    const int64_t s = impl_->engine->backbone->preprocess_spec().input_size;
+    result.map_size = s;
+    at::Tensor raw;
+    if (options.keep_maps) {
+      const at::Tensor maps = UpsamplePatchScores(patch_scores, s, s).contiguous();
+      raw = MaxOfMaps(maps);
+      result.maps.assign(maps.data_ptr<float>(), maps.data_ptr<float>() + maps.numel());
+    } else {
+      // Only the maxima are needed: upsample a few images at a time.
+      std::vector<at::Tensor> maxima;
+      for (int64_t i = 0; i < n; i += 16) {
+        const int64_t m = std::min<int64_t>(16, n - i);
+        maxima.push_back(MaxOfMaps(UpsamplePatchScores(patch_scores.narrow(0, i, m), s, s)));
+      }
+      raw = at::cat(maxima, 0);
+    }
+    raw = raw.contiguous();
+    result.timings.maps_s += watch.Lap();
+
+    at::Tensor embeddings;
+    const bool have_embeddings =
+        std::all_of(impl_->embedding_chunks.begin(), impl_->embedding_chunks.end(),
+                    [](const at::Tensor& t) { return t.defined(); });
+    if (have_embeddings) embeddings = at::cat(impl_->embedding_chunks, 0);
+    const at::Tensor final_scores =
+        RescoreWithImageNeighbourhood(raw, embeddings, options.rscin_windows)
+            .to(at::kFloat)
+            .contiguous();
+    result.timings.rscin_s += watch.Lap();
+
+    const float* p = patch_scores.data_ptr<float>();
+    result.patch_scores.assign(p, p + patch_scores.numel());
+    result.raw_scores.assign(raw.data_ptr<float>(), raw.data_ptr<float>() + n);
+    result.final_scores.assign(final_scores.data_ptr<float>(), final_scores.data_ptr<float>() + n);
+  } catch (const c10::Error& e) {
+    return FromTorchError(e, "scoring");
+  }
+  return result;
+}
+
+MuscEngine::MuscEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MuscEngine::~MuscEngine() = default;
+
+absl::StatusOr<std::unique_ptr<MuscEngine>> MuscEngine::Create(const EngineOptions& options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  ConfigureIntraOpThreads(options.intra_op_threads);
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  absl::StatusOr<std::unique_ptr<Backbone>> backbone = CreateBackbone(options.backbone);
+  if (!backbone.ok()) return backbone.status();
+  impl->backbone = *std::move(backbone);
+  return std::unique_ptr<MuscEngine>(new MuscEngine(std::move(impl)));
+}
+
+std::unique_ptr<ScoringBatch> MuscEngine::NewBatch() {
+  auto batch = std::make_unique<ScoringBatch::Impl>();
+  batch->engine = impl_;
+  return std::unique_ptr<ScoringBatch>(new ScoringBatch(std::move(batch)));
+}
+
+absl::StatusOr<BatchScores> MuscEngine::Score(absl::Span<const ImageView> images) {
+  std::unique_ptr<ScoringBatch> batch = NewBatch();
+  if (absl::Status s = batch->Add(images); !s.ok()) return s;
+  return batch->Score();
+}
+
+const std::string& MuscEngine::backbone_name() const { return impl_->backbone->name(); }
+int64_t MuscEngine::input_size() const { return impl_->backbone->preprocess_spec().input_size; }
+const EngineOptions& MuscEngine::options() const { return impl_->options; }
+
+}  // namespace musc

@@ -1,0 +1,185 @@
+#include "core/mutual_scoring.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace musc {
+namespace {
+
+constexpr int64_t kMaxTileBytes = int64_t{64} << 20;
+
+// Minimum distance between unit vectors from their maximum inner product.
+inline float DistanceFromSimilarity(float similarity) {
+  return std::sqrt(std::max(0.0f, 2.0f - 2.0f * similarity));
+}
+
+// One L×L block of similarities between image a (rows) and image b (columns), inside a tile whose
+// rows are `stride` floats apart. Writes the row maxima (a→b) to row_max[p] and, if col_max is not
+// null, the column maxima (b→a) to col_max[q]. One pass over the block; both inner loops are
+// element-wise or split into independent accumulators so they vectorise (AVX2 clone where the
+// CPU has it, SSE2 otherwise).
+__attribute__((target_clones("avx2", "default"))) void ReducePairBlock(const float* block,
+                                                                       int64_t stride, int64_t rows,
+                                                                       int64_t cols, float* row_max,
+                                                                       float* col_max) {
+  constexpr int kLanes = 16;
+  const float lowest = -std::numeric_limits<float>::infinity();
+  if (col_max != nullptr) std::fill(col_max, col_max + cols, lowest);
+  for (int64_t p = 0; p < rows; ++p) {
+    const float* row = block + p * stride;
+    if (col_max != nullptr) {
+      for (int64_t q = 0; q < cols; ++q) col_max[q] = row[q] > col_max[q] ? row[q] : col_max[q];
+    }
+    float lanes[kLanes];
+    for (int k = 0; k < kLanes; ++k) lanes[k] = lowest;
+    int64_t q = 0;
+    for (; q + kLanes <= cols; q += kLanes) {
+      for (int k = 0; k < kLanes; ++k) lanes[k] = row[q + k] > lanes[k] ? row[q + k] : lanes[k];
+    }
+    float m = lowest;
+    for (int k = 0; k < kLanes; ++k) m = lanes[k] > m ? lanes[k] : m;
+    for (; q < cols; ++q) m = row[q] > m ? row[q] : m;
+    row_max[p] = m;
+  }
+}
+
+// Work layout for one call, derived from the budget.
+struct Plan {
+  int64_t chunk_images;     // Images per GEMM (columns of a tile).
+  int64_t resident_images;  // Images whose distance rows are held at once.
+};
+
+Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes) {
+  const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float));
+  const int64_t tile_share = std::min(kMaxTileBytes, budget_bytes / 4);
+  Plan plan;
+  plan.chunk_images = std::clamp<int64_t>(tile_share / pair_bytes, 1, std::max<int64_t>(n - 1, 1));
+  const int64_t table_budget = budget_bytes - plan.chunk_images * pair_bytes;
+  const int64_t row_bytes = l * n * static_cast<int64_t>(sizeof(float));
+  plan.resident_images = std::clamp<int64_t>(table_budget / row_bytes, 1, n);
+  return plan;
+}
+
+}  // namespace
+
+IntervalRanks ComputeIntervalRanks(int64_t n_images, double interval_low, double interval_high) {
+  TORCH_CHECK(n_images >= 2, "mutual scoring needs at least 2 images, got ", n_images);
+  TORCH_CHECK(
+      interval_low >= 0.0 && interval_low <= 1.0 && interval_high >= 0.0 && interval_high <= 1.0,
+      "interval fractions must lie in [0, 1], got [", interval_low, ", ", interval_high, ")");
+  const int64_t others = n_images - 1;
+  // Same arithmetic as the reference (Python int() of a double product).
+  IntervalRanks ranks;
+  ranks.begin = static_cast<int64_t>(interval_low * static_cast<double>(others));
+  ranks.end = static_cast<int64_t>(interval_high * static_cast<double>(others));
+  if (ranks.end < ranks.begin) std::swap(ranks.begin, ranks.end);
+  if (ranks.end <= ranks.begin) {
+    ranks.widened = true;
+    ranks.begin = std::min(ranks.begin, others - 1);
+    ranks.end = ranks.begin + 1;
+  }
+  return ranks;
+}
+
+MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScoringOptions& options,
+                                          double weight, at::Tensor& scores_accum) {
+  TORCH_CHECK(z.dim() == 3, "Z must be N×L×C, got ", z.sizes());
+  TORCH_CHECK(z.scalar_type() == at::kFloat && z.is_contiguous(), "Z must be contiguous float32");
+  const int64_t n = z.size(0);
+  const int64_t l = z.size(1);
+  const int64_t c = z.size(2);
+  TORCH_CHECK(l > 0 && c > 0, "Z has no patches or no channels: ", z.sizes());
+  TORCH_CHECK(scores_accum.scalar_type() == at::kDouble && scores_accum.is_contiguous() &&
+                  scores_accum.dim() == 2 && scores_accum.size(0) == n && scores_accum.size(1) == l,
+              "scores_accum must be a contiguous float64 N×L tensor matching Z");
+  TORCH_CHECK(options.block_budget_bytes > 0, "block budget must be positive");
+  const IntervalRanks ranks = ComputeIntervalRanks(n, options.interval_low, options.interval_high);
+
+  const Plan plan = MakePlan(n, l, options.block_budget_bytes);
+  MutualScoringStats stats;
+  stats.resident_images = plan.resident_images;
+  stats.tile_bytes = plan.chunk_images * l * l * static_cast<int64_t>(sizeof(float));
+  stats.table_bytes = plan.resident_images * l * n * static_cast<int64_t>(sizeof(float));
+
+  at::Tensor tile = at::empty({plan.chunk_images * l * l}, z.options());
+  // table[(i − s0)][p][j] = min distance from patch p of image i to image j (j = i unused).
+  std::vector<float> table(static_cast<size_t>(plan.resident_images * l * n));
+  float* const tile_data = tile.data_ptr<float>();
+  double* const accum = scores_accum.data_ptr<double>();
+
+  for (int64_t s0 = 0; s0 < n; s0 += plan.resident_images) {
+    const int64_t s1 = std::min(n, s0 + plan.resident_images);
+    ++stats.stripes;
+    for (int64_t i = s0; i < s1; ++i) {
+      const at::Tensor zi = z[i];  // L×C
+      // Targets of image i: partners later in the stripe are paired (both directions from one
+      // GEMM); images outside the stripe are scored from i's side only and will compute the
+      // reverse direction themselves when their stripe is resident.
+      struct Range {
+        int64_t begin, end;
+        bool paired;
+      };
+      const Range ranges[] = {{i + 1, s1, true}, {s1, n, false}, {0, s0, false}};
+      for (const Range& range : ranges) {
+        for (int64_t j0 = range.begin; j0 < range.end; j0 += plan.chunk_images) {
+          const int64_t m = std::min(plan.chunk_images, range.end - j0);
+          at::Tensor sims = tile.narrow(0, 0, m * l * l).view({l, m * l});
+          at::mm_out(sims, zi, z.narrow(0, j0, m).view({m * l, c}).t());
+          stats.pair_gemms += m;
+          at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
+            std::vector<float> row_max(l);
+            std::vector<float> col_max(range.paired ? l : 0);
+            for (int64_t jj = begin; jj < end; ++jj) {
+              const int64_t j = j0 + jj;
+              ReducePairBlock(tile_data + jj * l, m * l, l, l, row_max.data(),
+                              range.paired ? col_max.data() : nullptr);
+              float* row_out = table.data() + (i - s0) * l * n + j;
+              for (int64_t p = 0; p < l; ++p) row_out[p * n] = DistanceFromSimilarity(row_max[p]);
+              if (range.paired) {
+                float* col_out = table.data() + (j - s0) * l * n + i;
+                for (int64_t q = 0; q < l; ++q) {
+                  col_out[q * n] = DistanceFromSimilarity(col_max[q]);
+                }
+              }
+            }
+          });
+        }
+      }
+    }
+    // Interval mean over the N−1 distances of every (i, p) of the stripe.
+    at::parallel_for(s0 * l, s1 * l, 64, [&](int64_t begin, int64_t end) {
+      std::vector<float> values(n - 1);
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t i = row / l;
+        const float* distances = table.data() + (row - s0 * l) * n;
+        std::copy(distances, distances + i, values.begin());
+        std::copy(distances + i + 1, distances + n, values.begin() + i);
+        std::nth_element(values.begin(), values.begin() + (ranks.end - 1), values.end());
+        if (ranks.begin > 0) {
+          std::nth_element(values.begin(), values.begin() + ranks.begin,
+                           values.begin() + ranks.end);
+        }
+        double sum = 0.0;
+        for (int64_t k = ranks.begin; k < ranks.end; ++k) sum += values[k];
+        accum[row] += weight * sum / static_cast<double>(ranks.end - ranks.begin);
+      }
+    });
+  }
+  return stats;
+}
+
+at::Tensor MutualScores(const at::Tensor& z, const MutualScoringOptions& options) {
+  at::Tensor scores = at::zeros({z.size(0), z.size(1)}, z.options().dtype(at::kDouble));
+  AccumulateMutualScores(z, options, 1.0, scores);
+  return scores;
+}
+
+}  // namespace musc

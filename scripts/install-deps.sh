@@ -30,7 +30,7 @@ runtime_packages=(
   ca-certificates libopenblas0-openmp
   libtorch1.13 libgrpc++1.51 libprotobuf32
   libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406
-  libyaml-cpp0.7
+  libyaml-cpp0.7 libabsl20220623
 )
 
 if [[ "$mode" == runtime ]]; then

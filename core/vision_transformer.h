@@ -18,10 +18,9 @@
 #include <vector>
 
 #include "core/backbone.h"
+#include "core/tensor_map.h"
 
 namespace musc {
-
-using TensorMap = std::map<std::string, at::Tensor>;
 
 struct VitConfig {
   int64_t patch_size = 16;

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   msm_cmd->add_option("--repeats", msm.repeats, "timed repetitions per shape (best kept)");
 
   musc::DemoOptions demo;
-  int64_t demo_budget_mib = demo.engine.block_budget_bytes >> 20;
+  int64_t demo_budget_mib = demo.engine.scoring.block_budget_bytes >> 20;
   CLI::App* demo_cmd =
       app.add_subcommand("demo", "score an MVTec-layout category's test split as one batch");
   demo_cmd->add_option("--data", demo.data_dir, "category folder (holding test/)")->required();
@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--weights", demo.engine.backbone.weights_path, "weights file or folder");
   demo_cmd->add_option("--size", demo.engine.backbone.input_size, "input size S (0 = default)");
   demo_cmd->add_option("--layers", demo.engine.backbone.layers, "feature layers (1-based)");
-  demo_cmd->add_option("--degrees", demo.engine.degrees, "LNAMD degrees");
-  demo_cmd->add_option("--windows", demo.engine.rscin_windows, "RsCIN windows");
+  demo_cmd->add_option("--degrees", demo.engine.scoring.degrees, "LNAMD degrees");
+  demo_cmd->add_option("--windows", demo.engine.scoring.rscin_windows, "RsCIN windows");
   demo_cmd->add_option("--limit", demo.limit, "at most this many images (0 = all)");
   demo_cmd->add_option("--out", demo.out_dir, "write heat-map PNGs here");
   demo_cmd->add_option("--threads", demo.engine.intra_op_threads, "intra-op threads");
@@ -48,6 +48,6 @@ int main(int argc, char** argv) {
     }
     return musc::RunMsmBenchmark(msm);
   }
-  demo.engine.block_budget_bytes = demo_budget_mib << 20;
+  demo.engine.scoring.block_budget_bytes = demo_budget_mib << 20;
   return musc::RunDemoBatch(demo);
 }

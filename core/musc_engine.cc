@@ -86,7 +86,13 @@ at::Tensor ToFloatImage(const ImageView& image) {
   TORCH_CHECK(false, "unknown pixel type");
 }
 
-absl::Status ValidateOptions(const EngineOptions& o) {
+absl::Status FromTorchError(const c10::Error& e, const char* stage) {
+  return absl::InternalError(absl::StrCat(stage, ": ", e.what_without_backtrace()));
+}
+
+}  // namespace
+
+absl::Status ValidateScoringOptions(const ScoringOptions& o) {
   if (o.degrees.empty()) return absl::InvalidArgumentError("no LNAMD degrees given");
   for (int64_t r : o.degrees) {
     if (r < 1 || r % 2 == 0 || r > 31) {
@@ -109,17 +115,8 @@ absl::Status ValidateOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("block budget ", o.block_budget_bytes, " bytes is below the 1 MiB minimum"));
   }
-  if (o.backbone_batch_size < 1) {
-    return absl::InvalidArgumentError("backbone batch size must be at least 1");
-  }
   return absl::OkStatus();
 }
-
-absl::Status FromTorchError(const c10::Error& e, const char* stage) {
-  return absl::InternalError(absl::StrCat(stage, ": ", e.what_without_backtrace()));
-}
-
-}  // namespace
 
 struct MuscEngine::Impl {
   EngineOptions options;
@@ -128,6 +125,7 @@ struct MuscEngine::Impl {
 
 struct ScoringBatch::Impl {
   std::shared_ptr<MuscEngine::Impl> engine;
+  ScoringOptions scoring;
   int64_t count = 0;
   std::vector<std::vector<at::Tensor>> layer_chunks;  // [layer][chunk]: n×C×H×W
   std::vector<at::Tensor> embedding_chunks;           // [chunk]: n×D (may be undefined)
@@ -198,7 +196,7 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
 }
 
 absl::StatusOr<BatchScores> ScoringBatch::Score() {
-  const EngineOptions& options = impl_->engine->options;
+  const ScoringOptions& options = impl_->scoring;
   const int64_t n = impl_->count;
   if (n < 2) {
     return absl::FailedPreconditionError(
@@ -290,7 +288,10 @@ MuscEngine::MuscEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MuscEngine::~MuscEngine() = default;
 
 absl::StatusOr<std::unique_ptr<MuscEngine>> MuscEngine::Create(const EngineOptions& options) {
-  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  if (absl::Status s = ValidateScoringOptions(options.scoring); !s.ok()) return s;
+  if (options.backbone_batch_size < 1) {
+    return absl::InvalidArgumentError("backbone batch size must be at least 1");
+  }
   ConfigureIntraOpThreads(options.intra_op_threads);
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -303,7 +304,15 @@ absl::StatusOr<std::unique_ptr<MuscEngine>> MuscEngine::Create(const EngineOptio
 std::unique_ptr<ScoringBatch> MuscEngine::NewBatch() {
   auto batch = std::make_unique<ScoringBatch::Impl>();
   batch->engine = impl_;
+  batch->scoring = impl_->options.scoring;
   return std::unique_ptr<ScoringBatch>(new ScoringBatch(std::move(batch)));
+}
+
+absl::StatusOr<std::unique_ptr<ScoringBatch>> MuscEngine::NewBatch(const ScoringOptions& scoring) {
+  if (absl::Status s = ValidateScoringOptions(scoring); !s.ok()) return s;
+  std::unique_ptr<ScoringBatch> batch = NewBatch();
+  batch->impl_->scoring = scoring;
+  return batch;
 }
 
 absl::StatusOr<BatchScores> MuscEngine::Score(absl::Span<const ImageView> images) {

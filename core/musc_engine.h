@@ -35,17 +35,25 @@ struct BackboneOptions {
   std::vector<int64_t> layers;  // 1-based feature layers; empty = the model's default.
 };
 
-struct EngineOptions {
-  BackboneOptions backbone;
+// How a batch is scored. Per batch, so products sharing a backbone share one engine.
+struct ScoringOptions {
   std::vector<int64_t> degrees{1, 3, 5};  // LNAMD aggregation degrees r (odd).
   double interval_low = 0.0;              // MSM interval over the sorted N−1 distances.
   double interval_high = 0.3;
   std::vector<int64_t> rscin_windows{1, 2, 3};  // Empty or containing 0: RsCIN off.
   // Bound on MSM's extra memory (similarity tiles + distance table); see core/mutual_scoring.h.
   int64_t block_budget_bytes = int64_t{512} << 20;
+  bool keep_maps = true;  // Return the S×S anomaly maps (else only patch grids + scores).
+};
+
+// Checks degrees, interval, windows and budget; InvalidArgument says which and why.
+absl::Status ValidateScoringOptions(const ScoringOptions& options);
+
+struct EngineOptions {
+  BackboneOptions backbone;
+  ScoringOptions scoring;           // Used by NewBatch() without arguments.
   int64_t backbone_batch_size = 8;  // Images per backbone forward pass.
   int intra_op_threads = 0;         // 0 = the machine's hardware concurrency.
-  bool keep_maps = true;  // Return the S×S anomaly maps (else only patch grids + scores).
 };
 
 // Wall-clock seconds spent in each stage for one batch.
@@ -103,7 +111,10 @@ class MuscEngine {
   MuscEngine(const MuscEngine&) = delete;
   MuscEngine& operator=(const MuscEngine&) = delete;
 
+  // A batch scored with options.scoring.
   std::unique_ptr<ScoringBatch> NewBatch();
+  // A batch scored with `scoring` (validated: InvalidArgument if malformed).
+  absl::StatusOr<std::unique_ptr<ScoringBatch>> NewBatch(const ScoringOptions& scoring);
   // One-shot: NewBatch, Add(images), Score.
   absl::StatusOr<BatchScores> Score(absl::Span<const ImageView> images);
 

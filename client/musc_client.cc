@@ -1,0 +1,195 @@
+#include "client/musc_client.h"
+
+#include <algorithm>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace musc {
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+std::unique_ptr<MuscClient> MuscClient::Connect(const std::string& target, ClientOptions options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);  // Result events carry full-resolution maps.
+  auto channel = grpc::CreateCustomChannel(target, options.credentials, args);
+  return std::unique_ptr<MuscClient>(new MuscClient(std::move(channel), std::move(options)));
+}
+
+MuscClient::MuscClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : channel_(std::move(channel)),
+      options_(std::move(options)),
+      stub_(v1::MuscService::NewStub(channel_)) {}
+
+std::unique_ptr<grpc::ClientContext> MuscClient::NewContext(
+    std::chrono::milliseconds deadline) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + deadline);
+  return context;
+}
+
+template <typename Call>
+absl::Status MuscClient::WithRetries(Call call) {
+  std::chrono::milliseconds backoff = options_.initial_backoff;
+  absl::Status status;
+  for (int attempt = 1; attempt <= std::max(1, options_.max_attempts); ++attempt) {
+    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
+    status = FromGrpc(call(context.get()));
+    if (status.code() != absl::StatusCode::kUnavailable) return status;
+    std::this_thread::sleep_for(backoff);
+    backoff *= 2;
+  }
+  return status;
+}
+
+absl::StatusOr<std::vector<v1::Product>> MuscClient::ListProducts() {
+  v1::ListProductsResponse response;
+  absl::Status s = WithRetries([&](grpc::ClientContext* c) {
+    return stub_->ListProducts(c, v1::ListProductsRequest(), &response);
+  });
+  if (!s.ok()) return s;
+  return std::vector<v1::Product>(response.products().begin(), response.products().end());
+}
+
+absl::StatusOr<v1::Product> MuscClient::GetProduct(const std::string& name) {
+  v1::GetProductRequest request;
+  request.set_name(name);
+  v1::Product response;
+  absl::Status s =
+      WithRetries([&](grpc::ClientContext* c) { return stub_->GetProduct(c, request, &response); });
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Session> MuscClient::CreateSession(const v1::CreateSessionRequest& request) {
+  v1::Session response;
+  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
+  absl::Status s = FromGrpc(stub_->CreateSession(context.get(), request, &response));
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::ImageAck>> MuscClient::AddImages(
+    const std::string& session_id, const std::vector<EncodedImage>& images) {
+  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
+  auto stream = stub_->AddImages(context.get());
+  // Write on a second thread while this one reads acknowledgements: the server pauses reading
+  // when too many acknowledgements are unread, so one thread doing both could stall.
+  std::thread writer([&] {
+    const size_t chunk = std::max<size_t>(1, options_.chunk_bytes);
+    bool first = true;
+    for (const EncodedImage& image : images) {
+      size_t offset = 0;
+      do {
+        v1::AddImagesRequest request;
+        if (first) request.set_session_id(session_id);
+        first = false;
+        request.set_client_image_id(image.client_id);
+        if (offset == 0)
+          request.mutable_metadata()->insert(image.metadata.begin(), image.metadata.end());
+        const size_t n = std::min(chunk, image.bytes.size() - offset);
+        request.set_data(image.bytes.substr(offset, n));
+        offset += n;
+        request.set_last_chunk(offset >= image.bytes.size());
+        if (!stream->Write(request)) return;  // The stream broke; Finish reports why.
+      } while (offset < image.bytes.size());
+    }
+    stream->WritesDone();
+  });
+  std::vector<v1::ImageAck> acks;
+  v1::ImageAck ack;
+  while (stream->Read(&ack)) acks.push_back(ack);
+  writer.join();
+  absl::Status s = FromGrpc(stream->Finish());
+  if (!s.ok()) return s;
+  return acks;
+}
+
+absl::StatusOr<v1::Session> MuscClient::SealSession(const std::string& session_id) {
+  v1::SealSessionRequest request;
+  request.set_session_id(session_id);
+  v1::Session response;
+  // Sealing is idempotent on the server, so a retry is safe.
+  absl::Status s = WithRetries(
+      [&](grpc::ClientContext* c) { return stub_->SealSession(c, request, &response); });
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Session> MuscClient::CancelSession(const std::string& session_id) {
+  v1::CancelSessionRequest request;
+  request.set_session_id(session_id);
+  v1::Session response;
+  absl::Status s = WithRetries(
+      [&](grpc::ClientContext* c) { return stub_->CancelSession(c, request, &response); });
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Session> MuscClient::GetSession(const std::string& session_id) {
+  v1::GetSessionRequest request;
+  request.set_session_id(session_id);
+  v1::Session response;
+  absl::Status s =
+      WithRetries([&](grpc::ClientContext* c) { return stub_->GetSession(c, request, &response); });
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::Session>> MuscClient::ListSessions(
+    const std::string& product, const std::vector<v1::SessionState>& states) {
+  v1::ListSessionsRequest request;
+  request.set_product(product);
+  for (v1::SessionState s : states) request.add_states(s);
+  v1::ListSessionsResponse response;
+  absl::Status s = WithRetries(
+      [&](grpc::ClientContext* c) { return stub_->ListSessions(c, request, &response); });
+  if (!s.ok()) return s;
+  return std::vector<v1::Session>(response.sessions().begin(), response.sessions().end());
+}
+
+absl::Status MuscClient::StreamResults(
+    const std::string& session_id, const v1::MapOptions& options,
+    const std::function<void(const v1::ResultEvent&)>& on_event) {
+  v1::StreamResultsRequest request;
+  request.set_session_id(session_id);
+  *request.mutable_map_options() = options;
+  std::set<uint32_t> delivered;  // Result indices already handed to on_event.
+  std::chrono::milliseconds backoff = options_.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.stream_deadline);
+    auto reader = stub_->StreamResults(context.get(), request);
+    v1::ResultEvent event;
+    bool finished = false;
+    while (reader->Read(&event)) {
+      if (event.has_result() && !delivered.insert(event.result().index()).second) continue;
+      finished = finished || event.has_finished();
+      on_event(event);
+    }
+    absl::Status s = FromGrpc(reader->Finish());
+    if (s.ok() && !finished) {
+      return absl::InternalError("result stream ended without a final event");
+    }
+    if (s.code() != absl::StatusCode::kUnavailable || attempt >= options_.max_attempts) return s;
+    std::this_thread::sleep_for(backoff);
+    backoff *= 2;
+  }
+}
+
+absl::StatusOr<bool> MuscClient::IsServing(const std::string& service) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
+  absl::Status s = FromGrpc(health->Check(context.get(), request, &response));
+  if (!s.ok()) return s;
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+}  // namespace musc

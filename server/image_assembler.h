@@ -1,0 +1,42 @@
+// Reassembles chunked images from an AddImages (or Inspect) stream, decodes them with bounds and
+// adds them to a session, producing one acknowledgement per image.
+#ifndef MUSC_SERVER_IMAGE_ASSEMBLER_H_
+#define MUSC_SERVER_IMAGE_ASSEMBLER_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "musc/v1/musc_service.pb.h"
+#include "server/image_decoder.h"
+#include "server/session_manager.h"
+
+namespace musc {
+
+class ImageAssembler {
+ public:
+  ImageAssembler(SessionManager* manager, DecodeLimits limits)
+      : manager_(manager), limits_(limits) {}
+
+  // Consumes one chunk; returns the acknowledgements it completed (usually zero or one; two when
+  // a new image id interrupts an unfinished one).
+  std::vector<v1::ImageAck> Feed(const v1::AddImagesRequest& chunk, Session& session);
+  // The stream ended: an unfinished image is rejected.
+  std::vector<v1::ImageAck> Finish();
+
+ private:
+  v1::ImageAck Complete(Session& session);
+  v1::ImageAck Reject(const std::string& id, absl::StatusCode code, const std::string& message);
+  void Reset();
+
+  SessionManager* const manager_;
+  const DecodeLimits limits_;
+  std::string current_id_;
+  std::string buffer_;
+  std::map<std::string, std::string> metadata_;
+  bool oversized_ = false;
+};
+
+}  // namespace musc
+
+#endif  // MUSC_SERVER_IMAGE_ASSEMBLER_H_

@@ -1,0 +1,211 @@
+#include "server/product_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace musc {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Reports the first key of `node` not in `allowed`.
+absl::Status CheckKeys(const YAML::Node& node, const std::set<std::string>& allowed,
+                       const std::string& where) {
+  if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
+  for (const auto& entry : node) {
+    const std::string key = entry.first.as<std::string>();
+    if (allowed.count(key) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": unknown key '", key, "' (allowed: ", absl::StrJoin(allowed, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::MapEncoding> ParseEncoding(const std::string& text, const std::string& where) {
+  const std::string t = absl::AsciiStrToLower(text);
+  if (t == "png8") return v1::PNG8;
+  if (t == "png16") return v1::PNG16;
+  if (t == "float16") return v1::FLOAT16;
+  if (t == "none") return v1::MAP_NONE;
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": map encoding '", text, "' is not one of png8, png16, float16, none"));
+}
+
+absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::string& where,
+                                           const std::string& base_dir) {
+  if (absl::Status s =
+          CheckKeys(node, {"name", "description", "backbone", "scoring", "batch", "maps"}, where);
+      !s.ok()) {
+    return s;
+  }
+  ProductConfig p;
+  if (!node["name"]) return absl::InvalidArgumentError(absl::StrCat(where, ": missing 'name'"));
+  p.name = node["name"].as<std::string>();
+  const std::string at = absl::StrCat(where, " (", p.name, ")");
+  if (p.name.empty() || p.name.size() > 128) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": name must be 1..128 characters"));
+  }
+  if (node["description"]) p.description = node["description"].as<std::string>();
+
+  const YAML::Node backbone = node["backbone"];
+  if (!backbone) return absl::InvalidArgumentError(absl::StrCat(at, ": missing 'backbone'"));
+  if (absl::Status s = CheckKeys(backbone, {"model", "weights", "input_size", "layers", "seed"},
+                                 at + ".backbone");
+      !s.ok()) {
+    return s;
+  }
+  if (!backbone["model"]) {
+    return absl::InvalidArgumentError(absl::StrCat(at, ".backbone: missing 'model'"));
+  }
+  p.backbone.model = backbone["model"].as<std::string>();
+  if (backbone["weights"]) {
+    fs::path weights = backbone["weights"].as<std::string>();
+    if (weights.is_relative()) weights = fs::path(base_dir) / weights;
+    p.backbone.weights_path = weights.lexically_normal().string();
+  }
+  if (backbone["input_size"]) p.backbone.input_size = backbone["input_size"].as<int64_t>();
+  if (backbone["layers"]) p.backbone.layers = backbone["layers"].as<std::vector<int64_t>>();
+  if (backbone["seed"]) p.backbone.seed = backbone["seed"].as<uint64_t>();
+
+  if (const YAML::Node scoring = node["scoring"]) {
+    if (absl::Status s = CheckKeys(
+            scoring, {"degrees", "interval", "rscin_windows", "block_budget_mib"}, at + ".scoring");
+        !s.ok()) {
+      return s;
+    }
+    if (scoring["degrees"]) p.scoring.degrees = scoring["degrees"].as<std::vector<int64_t>>();
+    if (scoring["interval"]) {
+      const auto interval = scoring["interval"].as<std::vector<double>>();
+      if (interval.size() != 2) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".scoring.interval: expected [low, high]"));
+      }
+      p.scoring.interval_low = interval[0];
+      p.scoring.interval_high = interval[1];
+    }
+    if (scoring["rscin_windows"]) {
+      p.scoring.rscin_windows = scoring["rscin_windows"].as<std::vector<int64_t>>();
+    }
+    if (scoring["block_budget_mib"]) {
+      p.scoring.block_budget_bytes = scoring["block_budget_mib"].as<int64_t>() << 20;
+    }
+  }
+  if (absl::Status s = ValidateScoringOptions(p.scoring); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(at, ".scoring: ", s.message()));
+  }
+
+  if (const YAML::Node batch = node["batch"]) {
+    if (absl::Status s = CheckKeys(batch, {"min_images", "max_images", "auto_seal"}, at + ".batch");
+        !s.ok()) {
+      return s;
+    }
+    if (batch["min_images"]) p.min_images = batch["min_images"].as<uint32_t>();
+    if (batch["max_images"]) p.max_images = batch["max_images"].as<uint32_t>();
+    if (const YAML::Node seal = batch["auto_seal"]) {
+      if (absl::Status s = CheckKeys(seal, {"at_count", "idle_seconds"}, at + ".batch.auto_seal");
+          !s.ok()) {
+        return s;
+      }
+      if (seal["at_count"]) p.auto_seal.at_count = seal["at_count"].as<uint32_t>();
+      if (seal["idle_seconds"]) p.auto_seal.idle_seconds = seal["idle_seconds"].as<double>();
+    }
+  }
+  if (p.min_images < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        at, ".batch.min_images: MuSc compares images with each other; the minimum is 2"));
+  }
+  if (p.max_images < p.min_images) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(at, ".batch: max_images ", p.max_images, " < min_images ", p.min_images));
+  }
+  if (p.auto_seal.idle_seconds < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(at, ".batch.auto_seal.idle_seconds < 0"));
+  }
+
+  if (const YAML::Node maps = node["maps"]) {
+    if (absl::Status s = CheckKeys(maps, {"encoding", "mask_threshold"}, at + ".maps"); !s.ok()) {
+      return s;
+    }
+    if (maps["encoding"]) {
+      absl::StatusOr<v1::MapEncoding> e =
+          ParseEncoding(maps["encoding"].as<std::string>(), at + ".maps.encoding");
+      if (!e.ok()) return e.status();
+      p.map_encoding = *e;
+    }
+    if (maps["mask_threshold"]) p.mask_threshold = maps["mask_threshold"].as<float>();
+  }
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ProductConfig>> ParseProducts(const std::string& yaml_text,
+                                                         const std::string& source_name,
+                                                         const std::string& base_dir) {
+  try {
+    const YAML::Node root = YAML::Load(yaml_text);
+    if (absl::Status s = CheckKeys(root, {"products"}, source_name); !s.ok()) return s;
+    const YAML::Node list = root["products"];
+    if (!list || !list.IsSequence() || list.size() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source_name, ": 'products' must be a non-empty list"));
+    }
+    std::vector<ProductConfig> products;
+    std::set<std::string> names;
+    for (size_t i = 0; i < list.size(); ++i) {
+      absl::StatusOr<ProductConfig> p =
+          ParseProduct(list[i], absl::StrCat(source_name, ": products[", i, "]"), base_dir);
+      if (!p.ok()) return p.status();
+      if (!names.insert(p->name).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(source_name, ": product '", p->name, "' is defined twice"));
+      }
+      products.push_back(*std::move(p));
+    }
+    return products;
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp reports syntax and type-conversion errors by exception, with line and column.
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ": ", e.what()));
+  }
+}
+
+absl::StatusOr<std::vector<ProductConfig>> LoadProductsFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open products file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string base = fs::absolute(path).parent_path().string();
+  return ParseProducts(text.str(), path, base);
+}
+
+void ProductToProto(const ProductConfig& p, v1::Product* out) {
+  out->set_name(p.name);
+  out->set_description(p.description);
+  v1::BackboneConfig* b = out->mutable_backbone();
+  b->set_model(p.backbone.model);
+  b->set_input_size(static_cast<int32_t>(p.backbone.input_size));
+  for (int64_t l : p.backbone.layers) b->add_layers(static_cast<int32_t>(l));
+  v1::ScoringConfig* s = out->mutable_scoring();
+  for (int64_t r : p.scoring.degrees) s->add_degrees(static_cast<int32_t>(r));
+  s->set_interval_low(p.scoring.interval_low);
+  s->set_interval_high(p.scoring.interval_high);
+  for (int64_t k : p.scoring.rscin_windows) s->add_rscin_windows(static_cast<int32_t>(k));
+  v1::BatchPolicy* batch = out->mutable_batch();
+  batch->set_min_images(p.min_images);
+  batch->set_max_images(p.max_images);
+  batch->mutable_auto_seal()->set_at_count(p.auto_seal.at_count);
+  batch->mutable_auto_seal()->set_idle_seconds(p.auto_seal.idle_seconds);
+  out->mutable_default_map_options()->set_encoding(p.map_encoding);
+  if (p.mask_threshold) out->mutable_default_map_options()->set_mask_threshold(*p.mask_threshold);
+}
+
+}  // namespace musc

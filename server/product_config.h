@@ -1,0 +1,45 @@
+// Products: what the server can score, loaded from a YAML file at start.
+#ifndef MUSC_SERVER_PRODUCT_CONFIG_H_
+#define MUSC_SERVER_PRODUCT_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/musc_engine.h"
+#include "musc/v1/musc_service.pb.h"
+
+namespace musc {
+
+struct SealPolicyConfig {
+  uint32_t at_count = 0;      // 0 = off.
+  double idle_seconds = 0.0;  // 0 = off.
+};
+
+struct ProductConfig {
+  std::string name;
+  std::string description;
+  BackboneOptions backbone;
+  ScoringOptions scoring;
+  uint32_t min_images = 5;
+  uint32_t max_images = 1000;
+  SealPolicyConfig auto_seal;
+  v1::MapEncoding map_encoding = v1::PNG16;
+  std::optional<float> mask_threshold;
+};
+
+// Parses the products file format (documented in docs/PRODUCTS.md). Relative weight paths are
+// resolved against `base_dir`. Unknown keys are errors, so a typo cannot silently fall back to a
+// default. Errors name the source, the product and the key.
+absl::StatusOr<std::vector<ProductConfig>> ParseProducts(const std::string& yaml_text,
+                                                         const std::string& source_name,
+                                                         const std::string& base_dir);
+absl::StatusOr<std::vector<ProductConfig>> LoadProductsFile(const std::string& path);
+
+void ProductToProto(const ProductConfig& product, v1::Product* out);
+
+}  // namespace musc
+
+#endif  // MUSC_SERVER_PRODUCT_CONFIG_H_

@@ -1,0 +1,162 @@
+#include "server/session_manager.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace musc {
+namespace {
+
+// 128 random bits: session ids are unguessable, so knowing one is a capability.
+std::string NewSessionId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("s-%016x%016x", rng(), rng());
+}
+
+}  // namespace
+
+SessionManager::SessionManager(std::vector<ProductConfig> products, Scheduler* scheduler,
+                               SessionManagerOptions options)
+    : products_(std::move(products)), scheduler_(scheduler), options_(options) {
+  janitor_ = std::thread([this] { JanitorLoop(); });
+}
+
+SessionManager::~SessionManager() {
+  {
+    std::lock_guard<std::mutex> lock(janitor_mu_);
+    janitor_stop_ = true;
+  }
+  janitor_wake_.notify_all();
+  janitor_.join();
+}
+
+const ProductConfig* SessionManager::FindProduct(const std::string& name) const {
+  for (const ProductConfig& p : products_) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
+    const std::string& product_name, std::optional<SealPolicyConfig> seal_policy,
+    std::map<std::string, std::string> labels) {
+  if (!accepting_) return absl::UnavailableError("server is shutting down; not opening sessions");
+  const ProductConfig* product = FindProduct(product_name);
+  if (product == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown product '", product_name, "'"));
+  }
+  const SealPolicyConfig policy = seal_policy.value_or(product->auto_seal);
+  if (policy.idle_seconds < 0) {
+    return absl::InvalidArgumentError("seal_policy.idle_seconds must not be negative");
+  }
+  if (policy.at_count > product->max_images) {
+    return absl::InvalidArgumentError(absl::StrCat("seal_policy.at_count ", policy.at_count,
+                                                   " exceeds product '", product->name,
+                                                   "' max_images ", product->max_images));
+  }
+  auto session = std::make_shared<Session>(NewSessionId(), product, policy, std::move(labels));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sessions_.size() >= options_.max_sessions) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server holds ", sessions_.size(), " sessions, its maximum; finish or cancel some"));
+  }
+  sessions_[session->id()] = session;
+  return session;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no session '", id, "' (unknown, or its results' retention period has ended)"));
+  }
+  return it->second;
+}
+
+std::vector<std::shared_ptr<Session>> SessionManager::List(
+    const std::string& product, const std::vector<v1::SessionState>& states) const {
+  std::vector<std::shared_ptr<Session>> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, session] : sessions_) {
+    if (!product.empty() && session->product().name != product) continue;
+    if (!states.empty() &&
+        std::find(states.begin(), states.end(), session->state()) == states.end()) {
+      continue;
+    }
+    out.push_back(session);
+  }
+  return out;
+}
+
+absl::StatusOr<uint32_t> SessionManager::AddImage(Session& session, SessionImage image) {
+  if (!accepting_) return absl::UnavailableError("server is shutting down; not accepting images");
+  bool reached_seal_count = false;
+  absl::StatusOr<uint32_t> index =
+      session.AddImage(std::move(image), options_.max_session_bytes, &reached_seal_count);
+  if (index.ok() && reached_seal_count) {
+    absl::StatusOr<std::shared_ptr<Session>> shared = Get(session.id());
+    // An auto-seal the queue refuses leaves the session OPEN; the janitor retries it.
+    if (shared.ok()) Seal(*shared).IgnoreError();
+  }
+  return index;
+}
+
+absl::Status SessionManager::Seal(const std::shared_ptr<Session>& session) {
+  const v1::SessionState before = session->state();
+  if (absl::Status s = session->Seal(); !s.ok()) return s;
+  if (before != v1::OPEN) return absl::OkStatus();  // Already sealed: idempotent.
+  if (absl::Status s = scheduler_->Enqueue(session); !s.ok()) {
+    session->Unseal();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+void SessionManager::StopAccepting() { accepting_ = false; }
+
+void SessionManager::Sweep(Clock::time_point now) {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, session] : sessions_) all.push_back(session);
+  }
+  std::vector<std::string> expired;
+  for (const auto& session : all) {
+    const v1::SessionState state = session->state();
+    if (state == v1::OPEN) {
+      const double idle = std::chrono::duration<double>(now - session->last_activity()).count();
+      const bool enough = session->image_count() >= session->product().min_images;
+      if (session->idle_seal_seconds() > 0 && idle >= session->idle_seal_seconds() && enough) {
+        // Refused by a full queue: stays OPEN and is retried on the next sweep.
+        Seal(session).IgnoreError();
+      } else if (idle * 1000.0 >= static_cast<double>(options_.idle_ttl.count())) {
+        session
+            ->Cancel(absl::StrCat("expired: no activity for ", static_cast<int64_t>(idle),
+                                  " s (idle TTL)"))
+            .IgnoreError();
+      }
+    } else if (session->IsFinal() && now - session->finish_time() >= options_.retention) {
+      expired.push_back(session->id());
+    }
+  }
+  if (!expired.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& id : expired) sessions_.erase(id);
+  }
+}
+
+void SessionManager::JanitorLoop() {
+  std::unique_lock<std::mutex> lock(janitor_mu_);
+  while (!janitor_stop_) {
+    janitor_wake_.wait_for(lock, options_.sweep_interval, [this] { return janitor_stop_; });
+    if (janitor_stop_) break;
+    lock.unlock();
+    Sweep(Clock::now());
+    lock.lock();
+  }
+}
+
+}  // namespace musc

@@ -1,0 +1,100 @@
+#include "tests/server/server_process.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace musc::testing {
+
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_yaml,
+                                                    const std::vector<std::string>& extra_flags) {
+  auto server = std::unique_ptr<ServerProcess>(new ServerProcess());
+  char dir_template[] = "/tmp/musc-server-test-XXXXXX";
+  server->dir_ = mkdtemp(dir_template);
+  const std::string products = server->dir_ + "/products.yaml";
+  std::ofstream(products) << products_yaml;
+  const std::string port_file = server->dir_ + "/port";
+  server->log_path_ = server->dir_ + "/server.log";
+
+  std::vector<std::string> args = {MUSC_SERVER_BIN,        "--products=" + products,
+                                   "--listen=127.0.0.1:0", "--port_file=" + port_file,
+                                   "--threads=2",          "--log_level=debug"};
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  server->pid_ = fork();
+  if (server->pid_ == 0) {
+    const int log = open(server->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(log, STDOUT_FILENO);
+    dup2(log, STDERR_FILENO);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
+      server->pid_ = -1;
+      ADD_FAILURE() << "musc-server exited during start-up:\n" << server->ReadLog();
+      return nullptr;
+    }
+    std::ifstream in(port_file);
+    if (in >> server->port_ && server->port_ > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (server->port_ <= 0) {
+    ADD_FAILURE() << "musc-server did not write its port in time:\n" << server->ReadLog();
+    return nullptr;
+  }
+  return server;
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::unique_ptr<MuscClient> ServerProcess::Connect() const {
+  ClientOptions options;
+  options.deadline = std::chrono::seconds(60);
+  return MuscClient::Connect(address(), options);
+}
+
+int ServerProcess::Terminate(double timeout_seconds) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+std::string ServerProcess::ReadLog() const {
+  std::ifstream in(log_path_);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace musc::testing

@@ -1,0 +1,39 @@
+// Starts a real musc-server binary on a free loopback port for tests, and stops it.
+#ifndef MUSC_TESTS_SERVER_SERVER_PROCESS_H_
+#define MUSC_TESTS_SERVER_SERVER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/musc_client.h"
+
+namespace musc::testing {
+
+class ServerProcess {
+ public:
+  // Writes `products_yaml` to a temp dir and starts musc-server with it and `extra_flags`.
+  // Waits until the port file appears and health says SERVING (fails the test otherwise).
+  static std::unique_ptr<ServerProcess> Start(const std::string& products_yaml,
+                                              const std::vector<std::string>& extra_flags = {});
+  ~ServerProcess();  // SIGKILL if still running.
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::unique_ptr<MuscClient> Connect() const;
+  // Sends SIGTERM and waits; returns the exit status (as from waitpid), or -1 on timeout.
+  int Terminate(double timeout_seconds);
+  const std::string& log_path() const { return log_path_; }
+  std::string ReadLog() const;
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string dir_;
+  std::string log_path_;
+};
+
+}  // namespace musc::testing
+
+#endif  // MUSC_TESTS_SERVER_SERVER_PROCESS_H_

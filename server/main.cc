@@ -24,7 +24,8 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address host:port (port 0 picks a free port; see --port_file)");
 ABSL_FLAG(std::string, port_file, "",
-          "If set, the bound port is written to this file once the server is SERVING");
+          "If set, the bound port is written to this file once the server listens (health "
+          "answers NOT_SERVING until the backbones are loaded)");
 ABSL_FLAG(std::string, products, "", "Products file (YAML; see docs/PRODUCTS.md). Required.");
 ABSL_FLAG(int, workers, 1, "Batches scored concurrently (each uses --threads intra-op threads)");
 ABSL_FLAG(int, queue_capacity, 16, "Sealed batches that may wait; beyond: RESOURCE_EXHAUSTED");
@@ -76,9 +77,30 @@ int Run() {
   limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   ConfigureDecoderLimits(limits);
 
-  // Health answers NOT_SERVING until the backbones are loaded and warmed up.
+  // Listen first, answering health checks with NOT_SERVING (and calls with UNAVAILABLE) while the
+  // backbones load: orchestrators see a live process that is not ready yet.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  MuscServiceImpl service(limits);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  // Images arrive in chunks; a message holds at most one chunk plus framing.
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    LogError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  LogInfo(absl::StrCat("listening on port ", port, " (NOT_SERVING while loading)"));
+  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    const std::string tmp = path + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::rename(tmp.c_str(), path.c_str());
+  }
 
   EnginePoolOptions pool_options;
   pool_options.intra_op_threads = absl::GetFlag(FLAGS_threads);
@@ -87,6 +109,7 @@ int Run() {
   absl::StatusOr<std::unique_ptr<EnginePool>> engines = EnginePool::Load(*products, pool_options);
   if (!engines.ok()) {
     LogError(engines.status().ToString());
+    server->Shutdown();
     return 1;
   }
   LogInfo(absl::StrCat(
@@ -105,26 +128,9 @@ int Run() {
   session_options.max_sessions = static_cast<size_t>(absl::GetFlag(FLAGS_max_sessions));
   SessionManager sessions(*products, &scheduler, session_options);
 
-  MuscServiceImpl service(&sessions, limits);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  // Images arrive in chunks; a message holds at most one chunk plus framing.
-  builder.SetMaxReceiveMessageSize(16 << 20);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    LogError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
-    return 1;
-  }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  service.Activate(&sessions);
   health->SetServingStatus(true);
   LogInfo(absl::StrCat("SERVING on port ", port));
-  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
-    const std::string tmp = path + ".tmp";
-    std::ofstream(tmp) << port << "\n";
-    std::rename(tmp.c_str(), path.c_str());
-  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

@@ -27,6 +27,20 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl
   return reactor;
 }
 
+const absl::Status& WarmingUp() {
+  static const absl::Status* const status = new absl::Status(
+      absl::UnavailableError("musc-server is loading and warming up its backbones; retry shortly"));
+  return *status;
+}
+
+// A streaming reactor that only reports an error.
+template <typename Base>
+class ErrorReactor final : public Base {
+ public:
+  explicit ErrorReactor(const absl::Status& s) { this->Finish(ToGrpc(s)); }
+  void OnDone() override { delete this; }
+};
+
 // Where a results stream is: everything before `next_result` was sent.
 struct ResultCursor {
   size_t next_result = 0;
@@ -422,7 +436,9 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
 grpc::ServerUnaryReactor* MuscServiceImpl::ListProducts(grpc::CallbackServerContext* context,
                                                         const v1::ListProductsRequest*,
                                                         v1::ListProductsResponse* response) {
-  for (const ProductConfig& p : sessions_->products()) {
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
+  for (const ProductConfig& p : sessions->products()) {
     ProductToProto(p, response->add_products());
   }
   return Reply(context, absl::OkStatus());
@@ -431,7 +447,9 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ListProducts(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MuscServiceImpl::GetProduct(grpc::CallbackServerContext* context,
                                                       const v1::GetProductRequest* request,
                                                       v1::Product* response) {
-  const ProductConfig* p = sessions_->FindProduct(request->name());
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
+  const ProductConfig* p = sessions->FindProduct(request->name());
   if (p == nullptr) {
     return Reply(context,
                  absl::NotFoundError(absl::StrCat("unknown product '", request->name(), "'")));
@@ -443,12 +461,14 @@ grpc::ServerUnaryReactor* MuscServiceImpl::GetProduct(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MuscServiceImpl::CreateSession(grpc::CallbackServerContext* context,
                                                          const v1::CreateSessionRequest* request,
                                                          v1::Session* response) {
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
   std::optional<SealPolicyConfig> policy;
   if (request->has_seal_policy()) {
     policy =
         SealPolicyConfig{request->seal_policy().at_count(), request->seal_policy().idle_seconds()};
   }
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Create(
       request->product(), policy, {request->labels().begin(), request->labels().end()});
   if (!session.ok()) return Reply(context, session.status());
   *response = (*session)->ToProto();
@@ -457,15 +477,22 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CreateSession(grpc::CallbackServerCon
 
 grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>* MuscServiceImpl::AddImages(
     grpc::CallbackServerContext*) {
-  return new UploadReactor(sessions_, decode_limits_);
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) {
+    return new ErrorReactor<grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>>(
+        WarmingUp());
+  }
+  return new UploadReactor(sessions, decode_limits_);
 }
 
 grpc::ServerUnaryReactor* MuscServiceImpl::SealSession(grpc::CallbackServerContext* context,
                                                        const v1::SealSessionRequest* request,
                                                        v1::Session* response) {
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request->session_id());
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
   if (!session.ok()) return Reply(context, session.status());
-  if (absl::Status s = sessions_->Seal(*session); !s.ok()) return Reply(context, s);
+  if (absl::Status s = sessions->Seal(*session); !s.ok()) return Reply(context, s);
   *response = (*session)->ToProto();
   return Reply(context, absl::OkStatus());
 }
@@ -473,7 +500,9 @@ grpc::ServerUnaryReactor* MuscServiceImpl::SealSession(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MuscServiceImpl::CancelSession(grpc::CallbackServerContext* context,
                                                          const v1::CancelSessionRequest* request,
                                                          v1::Session* response) {
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request->session_id());
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
   if (!session.ok()) return Reply(context, session.status());
   if (absl::Status s = (*session)->Cancel("cancelled by a client"); !s.ok()) {
     return Reply(context, s);
@@ -485,7 +514,9 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CancelSession(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* MuscServiceImpl::GetSession(grpc::CallbackServerContext* context,
                                                       const v1::GetSessionRequest* request,
                                                       v1::Session* response) {
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request->session_id());
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
   if (!session.ok()) return Reply(context, session.status());
   *response = (*session)->ToProto();
   return Reply(context, absl::OkStatus());
@@ -494,9 +525,11 @@ grpc::ServerUnaryReactor* MuscServiceImpl::GetSession(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MuscServiceImpl::ListSessions(grpc::CallbackServerContext* context,
                                                         const v1::ListSessionsRequest* request,
                                                         v1::ListSessionsResponse* response) {
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
   std::vector<v1::SessionState> states;
   for (int s : request->states()) states.push_back(static_cast<v1::SessionState>(s));
-  for (const auto& session : sessions_->List(request->product(), states)) {
+  for (const auto& session : sessions->List(request->product(), states)) {
     *response->add_sessions() = session->ToProto();
   }
   return Reply(context, absl::OkStatus());
@@ -504,16 +537,11 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ListSessions(grpc::CallbackServerCont
 
 grpc::ServerWriteReactor<v1::ResultEvent>* MuscServiceImpl::StreamResults(
     grpc::CallbackServerContext*, const v1::StreamResultsRequest* request) {
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request->session_id());
-  if (!session.ok()) {
-    // A reactor that only reports the error.
-    class ErrorReactor final : public grpc::ServerWriteReactor<v1::ResultEvent> {
-     public:
-      explicit ErrorReactor(const grpc::Status& s) { Finish(s); }
-      void OnDone() override { delete this; }
-    };
-    return new ErrorReactor(ToGrpc(session.status()));
-  }
+  using WriteError = ErrorReactor<grpc::ServerWriteReactor<v1::ResultEvent>>;
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return new WriteError(WarmingUp());
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
+  if (!session.ok()) return new WriteError(session.status());
   auto reactor = std::make_shared<ResultsReactor>(*session, request->map_options());
   reactor->Begin();
   return reactor.get();
@@ -521,7 +549,12 @@ grpc::ServerWriteReactor<v1::ResultEvent>* MuscServiceImpl::StreamResults(
 
 grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>* MuscServiceImpl::Inspect(
     grpc::CallbackServerContext*) {
-  auto reactor = std::make_shared<InspectReactor>(sessions_, decode_limits_);
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) {
+    return new ErrorReactor<grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>>(
+        WarmingUp());
+  }
+  auto reactor = std::make_shared<InspectReactor>(sessions, decode_limits_);
   reactor->Begin();
   return reactor.get();
 }

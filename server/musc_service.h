@@ -2,16 +2,22 @@
 #ifndef MUSC_SERVER_MUSC_SERVICE_H_
 #define MUSC_SERVER_MUSC_SERVICE_H_
 
+#include <atomic>
+
 #include "musc/v1/musc_service.grpc.pb.h"
 #include "server/image_decoder.h"
 #include "server/session_manager.h"
 
 namespace musc {
 
+// Starts unready: until Activate() every call answers UNAVAILABLE ("warming up"), so the server
+// can listen (and answer health checks with NOT_SERVING) while backbones load.
 class MuscServiceImpl final : public v1::MuscService::CallbackService {
  public:
-  MuscServiceImpl(SessionManager* sessions, DecodeLimits decode_limits)
-      : sessions_(sessions), decode_limits_(decode_limits) {}
+  explicit MuscServiceImpl(DecodeLimits decode_limits) : decode_limits_(decode_limits) {}
+
+  // Makes the service answer. `sessions` must outlive the service's use.
+  void Activate(SessionManager* sessions) { sessions_.store(sessions); }
 
   grpc::ServerUnaryReactor* ListProducts(grpc::CallbackServerContext* context,
                                          const v1::ListProductsRequest* request,
@@ -42,7 +48,8 @@ class MuscServiceImpl final : public v1::MuscService::CallbackService {
       grpc::CallbackServerContext* context) override;
 
  private:
-  SessionManager* const sessions_;
+  // Null until activated; once set never changes.
+  std::atomic<SessionManager*> sessions_{nullptr};
   const DecodeLimits decode_limits_;
 };
 

@@ -56,7 +56,23 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_
     ADD_FAILURE() << "musc-server did not write its port in time:\n" << server->ReadLog();
     return nullptr;
   }
-  return server;
+  // Listening comes before loading: wait for SERVING. While NOT_SERVING, calls must answer
+  // UNAVAILABLE, never anything else.
+  std::unique_ptr<MuscClient> client = server->Connect();
+  while (std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<bool> serving = client->IsServing();
+    if (serving.ok() && *serving) return server;
+    if (serving.ok()) {
+      absl::StatusOr<std::vector<v1::Product>> products = client->ListProducts();
+      if (!products.ok() && products.status().code() != absl::StatusCode::kUnavailable) {
+        ADD_FAILURE() << "while NOT_SERVING, ListProducts answered " << products.status();
+        return nullptr;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "musc-server did not become SERVING in time:\n" << server->ReadLog();
+  return nullptr;
 }
 
 ServerProcess::~ServerProcess() {

@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# The main job (README): installs dependencies, builds, and scores a real batch — the MVTec 3D-AD
-# tire test split from ../shared/data — with the pretrained darknet-tiny backbone, printing each
-# image's scores, the image AUROC and the stage timings, and writing heat maps to out/demo/.
-#
-# Until the gRPC server lands this runs the engine in-process (musc-bench demo); the server-based
-# main job replaces it when it exists.
+# The main job (README): installs dependencies, builds, starts musc-server on loopback with
+# deploy/products.yaml, scores a real batch through gRPC with musc-client — the MVTec 3D-AD tire
+# test split under ../shared/data (112 images) with the pretrained darknet-tiny backbone — prints
+# every image's scores, writes heat-map overlays and raw maps to out/demo/, and stops the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j"${MUSC_BUILD_JOBS:-2}" --target musc-bench
+cmake --build build -j"${MUSC_BUILD_JOBS:-2}" --target musc-server musc-client
 
-data=${MUSC_DEMO_DATA:-../shared/data/mvtec3d-tire-rgb}
-weights=${MUSC_DARKNET_DIR:-../shared/models/darknet-tiny-tfjs}
-if [[ ! -d "$data/test" ]]; then
-  echo "demo: no demo data at $data (set MUSC_DEMO_DATA to an MVTec-layout category)" >&2
+data=${MUSC_DEMO_DATA:-../shared/data/mvtec3d-tire-rgb/test}
+if [[ ! -d "$data" ]]; then
+  echo "demo: no demo images at $data (set MUSC_DEMO_DATA to a folder of images)" >&2
   exit 2
 fi
-model=darknet-tiny
-if [[ ! -f "$weights/model.json" ]]; then
-  echo "demo: darknet-tiny weights not found at $weights; using the random tiny ViT instead" \
-       "(scores will be near chance)" >&2
-  model=vit-tiny-random
-fi
-./build/bin/musc-bench demo --data "$data" --model "$model" --weights "$weights" --size 224 \
-  --limit "${MUSC_DEMO_LIMIT:-0}" --out out/demo
+run_dir=$(mktemp -d)
+trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$run_dir"' EXIT
+./build/bin/musc-server --products deploy/products.yaml --listen 127.0.0.1:0 \
+  --port_file "$run_dir/port" 2> "$run_dir/server.log" &
+server_pid=$!
+for _ in $(seq 1 600); do
+  [[ -s "$run_dir/port" ]] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$run_dir/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+address="127.0.0.1:$(cat "$run_dir/port")"
+until ./build/bin/musc-client --server "$address" health > /dev/null 2>&1; do
+  kill -0 "$server_pid" 2>/dev/null || { cat "$run_dir/server.log" >&2; exit 1; }
+  sleep 0.2
+done
+echo "musc-server is SERVING on $address"
+./build/bin/musc-client --server "$address" products
+echo
+./build/bin/musc-client --server "$address" score --product tire --images "$data" --out out/demo
+kill -TERM "$server_pid"
+wait "$server_pid"

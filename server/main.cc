@@ -14,6 +14,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/engine_pool.h"
 #include "server/log.h"
@@ -152,6 +154,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "musc-server --products FILE [--listen HOST:PORT] [flags]\n"
       "Zero-shot anomaly detection (MuSc) over per-product batch sessions, served over gRPC.");
+  // --help lists the flags defined in this file (absl's default looks for a file named like the
+  // binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   return musc::Run();
 }

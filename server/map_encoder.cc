@@ -66,35 +66,4 @@ absl::Status EncodeMap(const cv::Mat& map, int width, int height, v1::MapEncodin
   return absl::OkStatus();
 }
 
-absl::Status DecodeMap(const v1::AnomalyMap& map, cv::Mat* values) {
-  const int w = static_cast<int>(map.width());
-  const int h = static_cast<int>(map.height());
-  switch (map.encoding()) {
-    case v1::PNG8:
-    case v1::PNG16: {
-      const cv::Mat buffer(1, static_cast<int>(map.data().size()), CV_8UC1,
-                           const_cast<char*>(map.data().data()));
-      const cv::Mat pixels = cv::imdecode(buffer, cv::IMREAD_UNCHANGED);
-      if (pixels.empty() || pixels.cols != w || pixels.rows != h) {
-        return absl::InvalidArgumentError("map PNG does not decode to the stated size");
-      }
-      const double levels = map.encoding() == v1::PNG16 ? 65535.0 : 255.0;
-      const double range =
-          map.value_max() > map.value_min() ? map.value_max() - map.value_min() : 1.0;
-      pixels.convertTo(*values, CV_32F, range / levels, map.value_min());
-      return absl::OkStatus();
-    }
-    case v1::FLOAT16: {
-      if (map.data().size() != static_cast<size_t>(w) * static_cast<size_t>(h) * 2) {
-        return absl::InvalidArgumentError("float16 map has the wrong number of bytes");
-      }
-      const cv::Mat half(h, w, CV_16F, const_cast<char*>(map.data().data()));
-      half.convertTo(*values, CV_32F);
-      return absl::OkStatus();
-    }
-    default:
-      return absl::InvalidArgumentError("map has no decodable encoding");
-  }
-}
-
 }  // namespace musc

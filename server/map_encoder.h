@@ -16,9 +16,6 @@ namespace musc {
 absl::Status EncodeMap(const cv::Mat& map, int width, int height, v1::MapEncoding encoding,
                        std::optional<float> mask_threshold, v1::ImageResult* result);
 
-// Inverse of the PNG/float16 encodings, for clients and tests: CV_32FC1 values.
-absl::Status DecodeMap(const v1::AnomalyMap& map, cv::Mat* values);
-
 }  // namespace musc
 
 #endif  // MUSC_SERVER_MAP_ENCODER_H_

@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/musc_engine.h"
-#include "server/map_encoder.h"
+#include "client/map_codec.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
 

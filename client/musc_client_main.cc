@@ -1,0 +1,256 @@
+// musc-client: talk to a musc-server.
+//   musc-client health   --server HOST:PORT
+//   musc-client products --server HOST:PORT
+//   musc-client score    --server HOST:PORT --product P --images DIR_OR_FILES... [--out DIR]
+//                        [--json] [--threshold T] [--quiet]
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <optional>
+#include <sstream>
+
+#include "client/map_codec.h"
+#include "client/musc_client.h"
+
+namespace musc {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool IsImageFile(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" ||
+         ext == ".tiff";
+}
+
+// Files named directly, plus image files found (recursively, sorted) in named directories.
+std::vector<fs::path> ExpandImages(const std::vector<std::string>& inputs) {
+  std::vector<fs::path> files;
+  for (const std::string& input : inputs) {
+    if (fs::is_directory(input)) {
+      std::vector<fs::path> found;
+      for (const auto& e : fs::recursive_directory_iterator(input)) {
+        if (e.is_regular_file() && IsImageFile(e.path())) found.push_back(e.path());
+      }
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      files.emplace_back(input);
+    }
+  }
+  return files;
+}
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A unique, readable id per file: its path relative to the common input root.
+std::string ClientIdFor(const fs::path& file, const std::vector<std::string>& inputs) {
+  for (const std::string& input : inputs) {
+    if (fs::is_directory(input)) {
+      const fs::path rel = fs::relative(file, input);
+      if (!rel.empty() && rel.native()[0] != '.') return rel.string();
+    }
+  }
+  return file.filename().string();
+}
+
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool enabled) : enabled_(enabled && isatty(STDERR_FILENO)) {}
+  void Show(const std::string& what, uint32_t done, uint32_t total) {
+    if (!enabled_) return;
+    const int width = 30;
+    const int filled = total > 0 ? static_cast<int>(width * done / total) : 0;
+    std::fprintf(stderr, "\r%-10s [%s%s] %u/%u", what.c_str(), std::string(filled, '#').c_str(),
+                 std::string(width - filled, ' ').c_str(), done, total);
+    std::fflush(stderr);
+  }
+  void Done() {
+    if (enabled_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool enabled_;
+};
+
+int Fail(const std::string& what, const absl::Status& s) {
+  std::fprintf(stderr, "musc-client: %s: %s\n", what.c_str(), s.ToString().c_str());
+  return 1;
+}
+
+int Health(MuscClient& client) {
+  absl::StatusOr<bool> serving = client.IsServing();
+  if (!serving.ok()) return Fail("health", serving.status());
+  std::printf("%s\n", *serving ? "SERVING" : "NOT_SERVING");
+  return *serving ? 0 : 3;
+}
+
+int Products(MuscClient& client) {
+  absl::StatusOr<std::vector<v1::Product>> products = client.ListProducts();
+  if (!products.ok()) return Fail("products", products.status());
+  for (const v1::Product& p : *products) {
+    std::printf("%-20s backbone=%s size=%d batch=%u..%u  %s\n", p.name().c_str(),
+                p.backbone().model().c_str(), p.backbone().input_size(), p.batch().min_images(),
+                p.batch().max_images(), p.description().c_str());
+  }
+  return 0;
+}
+
+struct ScoreOptions {
+  std::string product;
+  std::vector<std::string> images;
+  std::string out_dir;
+  bool json = false;
+  bool quiet = false;
+  std::optional<double> threshold;
+};
+
+int Score(MuscClient& client, const ScoreOptions& o) {
+  const std::vector<fs::path> files = ExpandImages(o.images);
+  if (files.empty()) {
+    std::fprintf(stderr, "musc-client: no image files found\n");
+    return 2;
+  }
+  std::vector<EncodedImage> images;
+  std::map<std::string, fs::path> path_of;
+  for (const fs::path& f : files) {
+    std::string id = ClientIdFor(f, o.images);
+    path_of[id] = f;
+    images.push_back({id, ReadFile(f), {}});
+  }
+  v1::CreateSessionRequest create;
+  create.set_product(o.product);
+  create.mutable_seal_policy();  // Manual seal: this command decides when the batch is complete.
+  absl::StatusOr<v1::Session> session = client.CreateSession(create);
+  if (!session.ok()) return Fail("create session", session.status());
+
+  ProgressLine progress(!o.quiet);
+  progress.Show("upload", 0, static_cast<uint32_t>(images.size()));
+  absl::StatusOr<std::vector<v1::ImageAck>> acks = client.AddImages(session->id(), images);
+  progress.Show("upload", static_cast<uint32_t>(images.size()),
+                static_cast<uint32_t>(images.size()));
+  progress.Done();
+  if (!acks.ok()) return Fail("upload", acks.status());
+  int rejected = 0;
+  for (const v1::ImageAck& ack : *acks) {
+    if (!ack.accepted()) {
+      ++rejected;
+      std::fprintf(stderr, "musc-client: rejected %s: %s\n", ack.client_image_id().c_str(),
+                   ack.error_message().c_str());
+    }
+  }
+  absl::StatusOr<v1::Session> sealed = client.SealSession(session->id());
+  if (!sealed.ok()) return Fail("seal", sealed.status());
+
+  v1::MapOptions map_options;
+  map_options.set_encoding(o.out_dir.empty() ? v1::MAP_NONE : v1::FLOAT16);
+  std::vector<v1::ImageResult> results;
+  v1::Session final_session;
+  absl::Status streamed =
+      client.StreamResults(session->id(), map_options, [&](const v1::ResultEvent& e) {
+        if (e.has_progress())
+          progress.Show(e.progress().stage(), e.progress().done(), e.progress().total());
+        if (e.has_result()) results.push_back(e.result());
+        if (e.has_finished()) final_session = e.finished().session();
+      });
+  progress.Done();
+  if (!streamed.ok()) return Fail("results", streamed);
+  if (final_session.state() != v1::DONE) {
+    std::fprintf(stderr, "musc-client: session %s ended %s: %s\n", session->id().c_str(),
+                 v1::SessionState_Name(final_session.state()).c_str(),
+                 final_session.error().c_str());
+    return 1;
+  }
+  std::sort(results.begin(), results.end(),
+            [](const auto& a, const auto& b) { return a.index() < b.index(); });
+
+  if (!o.out_dir.empty()) fs::create_directories(o.out_dir);
+  // One colour scale for the whole batch, so overlays can be compared with each other.
+  float batch_min = 0, batch_max = 0;
+  for (size_t k = 0; k < results.size(); ++k) {
+    const v1::AnomalyMap& m = results[k].map();
+    batch_min = k == 0 ? m.value_min() : std::min(batch_min, m.value_min());
+    batch_max = k == 0 ? m.value_max() : std::max(batch_max, m.value_max());
+  }
+  if (!o.json) {
+    std::printf("%-40s %10s %10s%s\n", "image", "raw", "final", o.threshold ? "  decision" : "");
+  }
+  for (const v1::ImageResult& r : results) {
+    const bool anomalous = o.threshold && r.raw_score() >= *o.threshold;
+    if (o.json) {
+      nlohmann::json j = {{"image", r.client_image_id()},
+                          {"raw_score", r.raw_score()},
+                          {"final_score", r.final_score()}};
+      if (o.threshold) j["anomalous"] = anomalous;
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("%-40s %10.5f %10.5f%s\n", r.client_image_id().c_str(), r.raw_score(),
+                  r.final_score(), o.threshold ? (anomalous ? "  ANOMALOUS" : "  ok") : "");
+    }
+    if (!o.out_dir.empty() && r.has_map()) {
+      cv::Mat values;
+      if (absl::Status s = DecodeMap(r.map(), &values); !s.ok()) return Fail("map", s);
+      std::string stem = r.client_image_id();
+      std::replace(stem.begin(), stem.end(), '/', '_');
+      stem = fs::path(stem).replace_extension().string();
+      cv::imwrite((fs::path(o.out_dir) / (stem + "_map.tiff")).string(), values);
+      const cv::Mat original = cv::imread(path_of[r.client_image_id()].string(), cv::IMREAD_COLOR);
+      const cv::Mat overlay = HeatMapOverlay(original, values, batch_min, batch_max);
+      cv::imwrite((fs::path(o.out_dir) / (stem + "_overlay.png")).string(), overlay);
+    }
+  }
+  if (!o.json) {
+    const v1::StageTimings& t = final_session.timings();
+    std::printf(
+        "\n%zu scored, %d rejected; session %s; backbone %.2f s, MuSc %.2f s, queue %.2f s\n",
+        results.size(), rejected, final_session.id().c_str(), t.backbone_seconds(),
+        t.lnamd_seconds() + t.msm_seconds() + t.maps_seconds() + t.rscin_seconds(),
+        t.queue_seconds());
+    if (!o.out_dir.empty()) std::printf("maps and overlays written to %s\n", o.out_dir.c_str());
+  }
+  return rejected > 0 ? 4 : 0;
+}
+
+}  // namespace
+}  // namespace musc
+
+int main(int argc, char** argv) {
+  CLI::App app{"musc-client: score images with a musc-server"};
+  app.require_subcommand(1);
+  std::string server = "127.0.0.1:50051";
+  app.add_option("--server", server, "server address HOST:PORT")->capture_default_str();
+
+  app.add_subcommand("health", "check the server's health (exit 0 when SERVING)");
+  app.add_subcommand("products", "list the server's products");
+  musc::ScoreOptions score;
+  double threshold = 0;
+  CLI::App* score_cmd = app.add_subcommand("score", "score a folder or files as one batch");
+  score_cmd->add_option("--product", score.product, "product name")->required();
+  score_cmd->add_option("--images", score.images, "image files and/or folders")->required();
+  score_cmd->add_option("--out", score.out_dir, "write raw maps (float TIFF) and overlays here");
+  score_cmd->add_flag("--json", score.json, "one JSON object per image");
+  score_cmd->add_flag("--quiet", score.quiet, "no progress bars");
+  CLI::Option* threshold_opt =
+      score_cmd->add_option("--threshold", threshold, "raw-score threshold for a decision");
+  CLI11_PARSE(app, argc, argv);
+  if (*threshold_opt) score.threshold = threshold;
+
+  std::unique_ptr<musc::MuscClient> client = musc::MuscClient::Connect(server);
+  if (app.got_subcommand("health")) return musc::Health(*client);
+  if (app.got_subcommand("products")) return musc::Products(*client);
+  return musc::Score(*client, score);
+}

@@ -20,6 +20,9 @@ int main(int argc, char** argv) {
   msm_cmd->add_option("--budget-mib", msm_budget_mib, "MSM block budget in MiB");
   msm_cmd->add_option("--threads", msm.threads, "intra-op threads (0 = all cores)");
   msm_cmd->add_option("--repeats", msm.repeats, "timed repetitions per shape (best kept)");
+  msm_cmd->add_option("--images", msm.images, "batch sizes N to measure");
+  msm_cmd->add_option("--patches", msm.patches, "patch counts L to measure");
+  msm_cmd->add_option("--channels", msm.channels, "channel counts C to measure");
 
   musc::DemoOptions demo;
   int64_t demo_budget_mib = demo.engine.scoring.block_budget_bytes >> 20;

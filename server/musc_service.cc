@@ -292,6 +292,7 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
         read_done_ = true;
         for (v1::ImageAck& ack : assembler_.Finish()) PushAck(std::move(ack));
         seal = session_ != nullptr && !cancelled_;
+        sealing_ = seal;  // Until the seal's outcome is known, the stream must not finish.
         if (session_ == nullptr) {
           final_status_ = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                        "Inspect stream ended without a start message");
@@ -310,6 +311,7 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
       {
         std::lock_guard<std::mutex> lock(mu_);
         results_phase_ = s.ok();
+        sealing_ = false;
         if (!s.ok()) final_status_ = ToGrpc(s);
       }
       if (s.ok()) {
@@ -397,7 +399,7 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
       event_ = *std::move(event);
       final_written_ = is_final;
     } else {
-      if (read_done_ && !results_phase_) FinishLocked(final_status_);
+      if (read_done_ && !results_phase_ && !sealing_) FinishLocked(final_status_);
       return;
     }
     writing_ = true;
@@ -423,6 +425,7 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
   ResultCursor cursor_;
   grpc::Status final_status_ = grpc::Status::OK;
   bool results_phase_ = false;
+  bool sealing_ = false;
   bool writing_ = false;
   bool final_written_ = false;
   bool read_done_ = false;

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <set>
 #include <chrono>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/musc_engine.h"
 #include "client/map_codec.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
 
@@ -108,6 +110,25 @@ TEST_F(ServerTest, HealthIsServingAndProductsAreListed) {
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->backbone().model(), "vit-tiny-random");
   EXPECT_EQ(client_->GetProduct("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, ReflectionListsTheServiceAndHealth) {
+  namespace reflection = grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(client_->channel());
+  grpc::ClientContext context;
+  auto stream = stub->ServerReflectionInfo(&context);
+  reflection::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->WritesDone());
+  reflection::ServerReflectionResponse response;
+  std::set<std::string> services;
+  while (stream->Read(&response)) {
+    for (const auto& s : response.list_services_response().service()) services.insert(s.name());
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(services.count("musc.v1.MuscService"), 1u);
+  EXPECT_EQ(services.count("grpc.health.v1.Health"), 1u);
 }
 
 TEST_F(ServerTest, FullRoundTripMatchesTheCoreDirectly) {
@@ -406,19 +427,26 @@ TEST_F(ServerTest, InspectStreamsImagesAndReturnsResults) {
   EXPECT_TRUE(finished);
 }
 
-TEST_F(ServerTest, CancelWhileQueuedOrRunningEndsTheStreamCancelled) {
+TEST_F(ServerTest, CancelWhileRunningEndsTheStreamCancelled) {
   absl::StatusOr<v1::Session> session = client_->CreateSession(SessionFor("slow"));
   ASSERT_TRUE(session.ok());
   ASSERT_TRUE(client_->AddImages(session->id(), MakeImages(16, 1100)).ok());
   ASSERT_TRUE(client_->SealSession(session->id()).ok());
+  std::atomic<bool> was_running{false};
   std::thread canceller([&] {
-    std::this_thread::sleep_for(milliseconds(300));
+    // Cancel mid-run: once the worker has started on the batch.
     std::unique_ptr<MuscClient> other = server_->Connect();
+    for (int i = 0; i < 500 && !was_running; ++i) {
+      absl::StatusOr<v1::Session> s = other->GetSession(session->id());
+      was_running = s.ok() && s->state() == v1::RUNNING;
+      if (!was_running) std::this_thread::sleep_for(milliseconds(5));
+    }
     absl::StatusOr<v1::Session> s = other->CancelSession(session->id());
     EXPECT_TRUE(s.ok()) << s.status();
   });
   absl::StatusOr<Collected> c = Collect(*client_, session->id());
   canceller.join();
+  EXPECT_TRUE(was_running.load()) << "the batch was never seen RUNNING";
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->final_session.state(), v1::CANCELLED) << "the batch finished before the cancel";
   EXPECT_TRUE(c->results.empty());
@@ -427,9 +455,9 @@ TEST_F(ServerTest, CancelWhileQueuedOrRunningEndsTheStreamCancelled) {
 
 // Servers with special flags.
 
-TEST(ServerLimitsTest, IdleSessionsExpireAndOversizedImagesAreRefused) {
-  std::unique_ptr<ServerProcess> server =
-      ServerProcess::Start(kProducts, {"--session_idle_ttl=1", "--max_image_bytes=20000"});
+TEST(ServerLimitsTest, IdleSessionsExpireFinishedOnesAreForgottenBigImagesRefused) {
+  std::unique_ptr<ServerProcess> server = ServerProcess::Start(
+      kProducts, {"--session_idle_ttl=1", "--result_retention=1", "--max_image_bytes=20000"});
   ASSERT_NE(server, nullptr);
   std::unique_ptr<MuscClient> client = server->Connect();
   absl::StatusOr<v1::Session> session = client->CreateSession(SessionFor("widget"));
@@ -446,6 +474,16 @@ TEST(ServerLimitsTest, IdleSessionsExpireAndOversizedImagesAreRefused) {
   ASSERT_TRUE(expired.ok());
   EXPECT_EQ(expired->state(), v1::CANCELLED);
   EXPECT_NE(expired->error().find("expired"), std::string::npos) << expired->error();
+
+  // A finished session stays readable for the retention period, then is gone.
+  absl::StatusOr<v1::Session> done = client->CreateSession(SessionFor("widget"));
+  ASSERT_TRUE(done.ok());
+  ASSERT_TRUE(client->AddImages(done->id(), MakeImages(5, 77)).ok());
+  ASSERT_TRUE(client->SealSession(done->id()).ok());
+  ASSERT_TRUE(Collect(*client, done->id()).ok());
+  EXPECT_TRUE(client->GetSession(done->id()).ok());
+  std::this_thread::sleep_for(milliseconds(2000));
+  EXPECT_EQ(client->GetSession(done->id()).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ServerLimitsTest, FullQueueAnswersResourceExhaustedAndKeepsTheSessionOpen) {

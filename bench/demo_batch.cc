@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 struct DemoImage {
   std::string name;  // <type>/<file>
   bool anomalous = false;
-  cv::Mat pixels;  // RGB or grey, 8 or 16 bit.
+  std::string mask_path;  // ground_truth/<type>/<stem>_mask.png when it exists
+  cv::Mat pixels;         // RGB or grey, 8 or 16 bit.
 };
 
 std::vector<fs::path> SortedImages(const fs::path& dir) {
@@ -69,6 +70,9 @@ int RunDemoBatch(const DemoOptions& options) {
     DemoImage image;
     image.name = types[t].filename().string() + "/" + path.filename().string();
     image.anomalous = types[t].filename() != "good";
+    const fs::path mask = fs::path(options.data_dir) / "ground_truth" / types[t].filename() /
+                          (path.stem().string() + "_mask.png");
+    if (fs::exists(mask)) image.mask_path = mask.string();
     cv::Mat raw = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
     if (raw.empty()) {
       std::fprintf(stderr, "demo: cannot decode %s\n", path.c_str());
@@ -131,6 +135,37 @@ int RunDemoBatch(const DemoOptions& options) {
     std::printf("image AUROC: raw %.4f  after RsCIN %.4f  (N=%zu, %zu defective)\n", *auroc_raw,
                 *auroc_final, labels.size(),
                 static_cast<size_t>(std::count(labels.begin(), labels.end(), true)));
+  }
+
+  // Pixel AUROC as MUSC-SPEC §7 defines it: masks (any value > 0 is defect) resized to S×S
+  // bilinearly, values below 1 counted as normal; images without a mask are all normal.
+  if (!scores->maps.empty()) {
+    const int s = static_cast<int>(scores->map_size);
+    std::vector<double> pixel_scores;
+    std::vector<bool> pixel_labels;
+    pixel_scores.reserve(images.size() * static_cast<size_t>(s) * s);
+    pixel_labels.reserve(pixel_scores.capacity());
+    for (size_t i = 0; i < images.size(); ++i) {
+      cv::Mat truth = cv::Mat::zeros(s, s, CV_32F);
+      if (!images[i].mask_path.empty()) {
+        const cv::Mat mask = cv::imread(images[i].mask_path, cv::IMREAD_GRAYSCALE);
+        if (!mask.empty()) {
+          cv::Mat binary = mask > 0;  // 0 / 255
+          binary.convertTo(binary, CV_32F, 1.0 / 255.0);
+          cv::resize(binary, truth, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
+        }
+      }
+      const float* map = scores->maps.data() + i * static_cast<size_t>(s) * s;
+      for (int k = 0; k < s * s; ++k) {
+        pixel_scores.push_back(map[k]);
+        pixel_labels.push_back(truth.at<float>(k / s, k % s) >= 1.0f);
+      }
+    }
+    const absl::StatusOr<double> pixel_auroc = Auroc(pixel_scores, pixel_labels);
+    if (pixel_auroc.ok()) {
+      std::printf("pixel AUROC: %.4f  (%zu pixels at %d×%d)\n", *pixel_auroc, pixel_scores.size(),
+                  s, s);
+    }
   }
 
   if (!options.out_dir.empty()) {

@@ -4,15 +4,15 @@
 #include <sys/wait.h>
 
 #include <atomic>
-#include <set>
 #include <chrono>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "core/musc_engine.h"
 #include "client/map_codec.h"
+#include "core/musc_engine.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
@@ -371,6 +371,37 @@ TEST_F(ServerTest, ErrorPathsHaveTheirStatusCodes) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(ServerTest, ChunkedUploadsAndEveryPromisedFormatAreAccepted) {
+  ClientOptions options;
+  options.chunk_bytes = 777;  // Every image arrives in many chunks.
+  std::unique_ptr<MuscClient> client = MuscClient::Connect(server_->address(), options);
+  absl::StatusOr<v1::Session> session = client->CreateSession(SessionFor("widget"));
+  ASSERT_TRUE(session.ok());
+  std::vector<EncodedImage> images = MakeImages(3, 1200);
+  auto encode = [](const cv::Mat& m, const std::string& ext) {
+    std::vector<uchar> bytes;
+    EXPECT_TRUE(cv::imencode(ext, m, bytes)) << ext;
+    return std::string(bytes.begin(), bytes.end());
+  };
+  const cv::Mat texture = MakeTexture(1300, true, 96, 80);
+  images.push_back({"as.jpg", encode(texture, ".jpg"), {}});
+  images.push_back({"as.bmp", encode(texture, ".bmp"), {}});
+  images.push_back({"as.tiff", encode(texture, ".tiff"), {}});
+  images.push_back({"grey16.tiff", encode(MakeTexture(1301, false, 96, 80, true), ".tiff"), {}});
+  for (const EncodedImage& image : images) ASSERT_GT(image.bytes.size(), 2 * 777u);
+  absl::StatusOr<std::vector<v1::ImageAck>> acks = client->AddImages(session->id(), images);
+  ASSERT_TRUE(acks.ok()) << acks.status();
+  ASSERT_EQ(acks->size(), images.size());
+  for (const v1::ImageAck& a : *acks) {
+    EXPECT_TRUE(a.accepted()) << a.client_image_id() << ": " << a.error_message();
+    EXPECT_EQ(a.width(), 96u);
+  }
+  ASSERT_TRUE(client->SealSession(session->id()).ok());
+  absl::StatusOr<Collected> c = Collect(*client, session->id());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->results.size(), images.size());
+}
+
 TEST_F(ServerTest, ListSessionsFiltersByProductAndState) {
   absl::StatusOr<v1::Session> open = client_->CreateSession(SessionFor("gadget"));
   ASSERT_TRUE(open.ok());
@@ -522,6 +553,7 @@ TEST(ServerShutdownTest, SigtermFinishesTheRunningBatchAndExitsCleanly) {
   absl::Status stream_status;
   std::thread reader([&] {
     stream_status = client->StreamResults(session->id(), {}, [&](const v1::ResultEvent& e) {
+      if (e.has_progress()) collected.progress.push_back(e.progress());
       if (e.has_result()) collected.results.push_back(e.result());
       if (e.has_finished()) collected.final_session = e.finished().session();
     });
@@ -535,6 +567,10 @@ TEST(ServerShutdownTest, SigtermFinishesTheRunningBatchAndExitsCleanly) {
   EXPECT_TRUE(stream_status.ok()) << stream_status;
   EXPECT_EQ(collected.final_session.state(), v1::DONE);
   EXPECT_EQ(collected.results.size(), 12u);
+  // Progress events arrived while the batch ran, ending with the scoring stage.
+  ASSERT_FALSE(collected.progress.empty());
+  EXPECT_EQ(collected.progress.back().stage(), "scoring");
+  EXPECT_EQ(collected.progress.back().total(), 12u);
 }
 
 }  // namespace

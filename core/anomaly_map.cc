@@ -25,7 +25,7 @@ at::Tensor ResizeMap(const at::Tensor& map, int64_t out_h, int64_t out_w) {
 
 at::Tensor MaxOfMaps(const at::Tensor& maps) {
   TORCH_CHECK(maps.dim() == 3, "maps must be N×H×W, got ", maps.sizes());
-  return at::amax(maps.reshape({maps.size(0), -1}), {1});
+  return at::amax(maps.reshape({maps.size(0), -1}), {1}).to(at::kFloat);
 }
 
 }  // namespace musc

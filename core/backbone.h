@@ -31,7 +31,9 @@ struct BackboneFeatures {
   // One entry per selected layer: N×C×H×W float32 patch features (class token removed).
   // Layers may have different C and different grids; LNAMD resizes grids to the first layer's.
   std::vector<at::Tensor> layer_maps;
-  // N×D float32, L2-normalised image-level embedding for RsCIN; undefined if the backbone has none.
+  // N×D float32 image-level embedding for RsCIN, as the reference computes it (MUSC-SPEC §2):
+  // L2-normalised for CLIP; the model's normed class token for DINO/DINOv2 (not L2-normalised —
+  // the reference feeds it to RsCIN as is). Undefined if the backbone has none.
   at::Tensor image_embedding;
 };
 

@@ -4,16 +4,15 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/conv2d.h>
+#include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/upsample_bicubic2d.h>
-#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -21,82 +20,302 @@
 namespace musc {
 namespace {
 
-std::string BlockKey(int64_t index, const char* leaf) {
-  return "transformer.resblocks." + std::to_string(index) + "." + leaf;
+// What a parameter is, independent of its family's name for it. Drives the shapes, the random
+// initialisation and where the constructor files each tensor.
+enum class Role {
+  kPatchWeight,
+  kPatchBias,
+  kClassToken,
+  kPosEmbed,
+  kPreNormWeight,
+  kPreNormBias,
+  kNorm1Weight,
+  kNorm1Bias,
+  kQkvWeight,
+  kQkvBias,
+  kProjWeight,
+  kProjBias,
+  kLayerScale1,
+  kNorm2Weight,
+  kNorm2Bias,
+  kFc1Weight,
+  kFc1Bias,
+  kFc2Weight,
+  kFc2Bias,
+  kLayerScale2,
+  kFinalNormWeight,
+  kFinalNormBias,
+  kEmbedProj,
+};
+
+struct Leaf {
+  Role role;
+  const char* name;
+};
+
+struct FamilyNames {
+  std::vector<Leaf> stem;
+  const char* block_prefix;  // Followed by the 0-based block index and '.'.
+  std::vector<Leaf> block;
+  std::vector<Leaf> head;
+};
+
+// The canonical names, in the original modules' state_dict order.
+const FamilyNames& NamesOf(VitFamily family) {
+  static const FamilyNames kClip = {
+      {{Role::kPatchWeight, "conv1.weight"},
+       {Role::kClassToken, "class_embedding"},
+       {Role::kPosEmbed, "positional_embedding"},
+       {Role::kPreNormWeight, "ln_pre.weight"},
+       {Role::kPreNormBias, "ln_pre.bias"}},
+      "transformer.resblocks.",
+      {{Role::kNorm1Weight, "ln_1.weight"},
+       {Role::kNorm1Bias, "ln_1.bias"},
+       {Role::kQkvWeight, "attn.in_proj_weight"},
+       {Role::kQkvBias, "attn.in_proj_bias"},
+       {Role::kProjWeight, "attn.out_proj.weight"},
+       {Role::kProjBias, "attn.out_proj.bias"},
+       {Role::kNorm2Weight, "ln_2.weight"},
+       {Role::kNorm2Bias, "ln_2.bias"},
+       {Role::kFc1Weight, "mlp.c_fc.weight"},
+       {Role::kFc1Bias, "mlp.c_fc.bias"},
+       {Role::kFc2Weight, "mlp.c_proj.weight"},
+       {Role::kFc2Bias, "mlp.c_proj.bias"}},
+      {{Role::kFinalNormWeight, "ln_post.weight"},
+       {Role::kFinalNormBias, "ln_post.bias"},
+       {Role::kEmbedProj, "proj"}},
+  };
+  static const FamilyNames kDino = {
+      {{Role::kClassToken, "cls_token"},
+       {Role::kPosEmbed, "pos_embed"},
+       {Role::kPatchWeight, "patch_embed.proj.weight"},
+       {Role::kPatchBias, "patch_embed.proj.bias"}},
+      "blocks.",
+      {{Role::kNorm1Weight, "norm1.weight"},
+       {Role::kNorm1Bias, "norm1.bias"},
+       {Role::kQkvWeight, "attn.qkv.weight"},
+       {Role::kQkvBias, "attn.qkv.bias"},
+       {Role::kProjWeight, "attn.proj.weight"},
+       {Role::kProjBias, "attn.proj.bias"},
+       {Role::kNorm2Weight, "norm2.weight"},
+       {Role::kNorm2Bias, "norm2.bias"},
+       {Role::kFc1Weight, "mlp.fc1.weight"},
+       {Role::kFc1Bias, "mlp.fc1.bias"},
+       {Role::kFc2Weight, "mlp.fc2.weight"},
+       {Role::kFc2Bias, "mlp.fc2.bias"}},
+      {{Role::kFinalNormWeight, "norm.weight"}, {Role::kFinalNormBias, "norm.bias"}},
+  };
+  static const FamilyNames kDinoV2 = {
+      kDino.stem,
+      "blocks.",
+      {{Role::kNorm1Weight, "norm1.weight"},
+       {Role::kNorm1Bias, "norm1.bias"},
+       {Role::kQkvWeight, "attn.qkv.weight"},
+       {Role::kQkvBias, "attn.qkv.bias"},
+       {Role::kProjWeight, "attn.proj.weight"},
+       {Role::kProjBias, "attn.proj.bias"},
+       {Role::kLayerScale1, "ls1.gamma"},
+       {Role::kNorm2Weight, "norm2.weight"},
+       {Role::kNorm2Bias, "norm2.bias"},
+       {Role::kFc1Weight, "mlp.fc1.weight"},
+       {Role::kFc1Bias, "mlp.fc1.bias"},
+       {Role::kFc2Weight, "mlp.fc2.weight"},
+       {Role::kFc2Bias, "mlp.fc2.bias"},
+       {Role::kLayerScale2, "ls2.gamma"}},
+      kDino.head,
+  };
+  switch (family) {
+    case VitFamily::kOpenAiClip:
+      return kClip;
+    case VitFamily::kDino:
+      return kDino;
+    case VitFamily::kDinoV2:
+      return kDinoV2;
+  }
+  TORCH_CHECK(false, "unknown ViT family");
 }
 
-at::Tensor LayerNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  return at::layer_norm(x, {x.size(-1)}, weight, bias, 1e-5);
+std::vector<int64_t> ShapeOf(Role role, const VitConfig& cfg) {
+  const int64_t w = cfg.width;
+  const int64_t tokens = cfg.pretrained_grid * cfg.pretrained_grid + 1;
+  // DINO and DINOv2 keep their batch dimension on the class token and position table.
+  const bool batched = cfg.family != VitFamily::kOpenAiClip;
+  switch (role) {
+    case Role::kPatchWeight:
+      return {w, 3, cfg.patch_size, cfg.patch_size};
+    case Role::kClassToken:
+      return batched ? std::vector<int64_t>{1, 1, w} : std::vector<int64_t>{w};
+    case Role::kPosEmbed:
+      return batched ? std::vector<int64_t>{1, tokens, w} : std::vector<int64_t>{tokens, w};
+    case Role::kQkvWeight:
+      return {3 * w, w};
+    case Role::kQkvBias:
+      return {3 * w};
+    case Role::kProjWeight:
+      return {w, w};
+    case Role::kFc1Weight:
+      return {cfg.mlp_width, w};
+    case Role::kFc1Bias:
+      return {cfg.mlp_width};
+    case Role::kFc2Weight:
+      return {w, cfg.mlp_width};
+    case Role::kEmbedProj:
+      return {w, cfg.embed_dim};
+    default:  // Norms, LayerScale and the W-wide biases.
+      return {w};
+  }
+}
+
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  Role role;
+  int64_t block;  // -1 outside the blocks.
+};
+
+std::vector<ParamSpec> ParamSpecs(const VitConfig& cfg) {
+  const FamilyNames& names = NamesOf(cfg.family);
+  std::vector<ParamSpec> specs;
+  for (const Leaf& leaf : names.stem) {
+    specs.push_back({leaf.name, ShapeOf(leaf.role, cfg), leaf.role, -1});
+  }
+  for (int64_t b = 0; b < cfg.depth; ++b) {
+    const std::string prefix = names.block_prefix + std::to_string(b) + ".";
+    for (const Leaf& leaf : names.block) {
+      specs.push_back({prefix + leaf.name, ShapeOf(leaf.role, cfg), leaf.role, b});
+    }
+  }
+  for (const Leaf& leaf : names.head) {
+    specs.push_back({leaf.name, ShapeOf(leaf.role, cfg), leaf.role, -1});
+  }
+  return specs;
 }
 
 }  // namespace
 
+const char* VitFamilyName(VitFamily family) {
+  switch (family) {
+    case VitFamily::kOpenAiClip:
+      return "clip";
+    case VitFamily::kDino:
+      return "dino";
+    case VitFamily::kDinoV2:
+      return "dinov2";
+  }
+  return "?";
+}
+
+std::optional<VitFamily> ParseVitFamily(std::string_view name) {
+  for (VitFamily f : {VitFamily::kOpenAiClip, VitFamily::kDino, VitFamily::kDinoV2}) {
+    if (name == VitFamilyName(f)) return f;
+  }
+  return std::nullopt;
+}
+
+VitFamilyTraits TraitsOf(VitFamily family) {
+  switch (family) {
+    case VitFamily::kOpenAiClip:
+      // nn.LayerNorm defaults; OpenAI trained with QuickGELU; open_clip resizes by output size.
+      return {1e-5, true, false, true, false, false, true, 0.0};
+    case VitFamily::kDino:
+      // vit_base(..., norm_layer=partial(nn.LayerNorm, eps=1e-6)), nn.GELU, qkv_bias=True.
+      return {1e-6, false, true, false, false, true, false, 0.1};
+    case VitFamily::kDinoV2:
+      // hub backbones: init_values=1.0 (LayerScale), interpolate_offset=0.1, no antialias.
+      return {1e-6, false, true, false, true, true, false, 0.1};
+  }
+  TORCH_CHECK(false, "unknown ViT family");
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedVitParameters(
     const VitConfig& cfg) {
-  const int64_t w = cfg.width;
-  const int64_t tokens = cfg.pretrained_grid * cfg.pretrained_grid + 1;
-  std::vector<std::pair<std::string, std::vector<int64_t>>> p = {
-      {"conv1.weight", {w, 3, cfg.patch_size, cfg.patch_size}},
-      {"class_embedding", {w}},
-      {"positional_embedding", {tokens, w}},
-      {"ln_pre.weight", {w}},
-      {"ln_pre.bias", {w}},
-  };
-  for (int64_t b = 0; b < cfg.depth; ++b) {
-    p.push_back({BlockKey(b, "ln_1.weight"), {w}});
-    p.push_back({BlockKey(b, "ln_1.bias"), {w}});
-    p.push_back({BlockKey(b, "attn.in_proj_weight"), {3 * w, w}});
-    p.push_back({BlockKey(b, "attn.in_proj_bias"), {3 * w}});
-    p.push_back({BlockKey(b, "attn.out_proj.weight"), {w, w}});
-    p.push_back({BlockKey(b, "attn.out_proj.bias"), {w}});
-    p.push_back({BlockKey(b, "ln_2.weight"), {w}});
-    p.push_back({BlockKey(b, "ln_2.bias"), {w}});
-    p.push_back({BlockKey(b, "mlp.c_fc.weight"), {cfg.mlp_width, w}});
-    p.push_back({BlockKey(b, "mlp.c_fc.bias"), {cfg.mlp_width}});
-    p.push_back({BlockKey(b, "mlp.c_proj.weight"), {w, cfg.mlp_width}});
-    p.push_back({BlockKey(b, "mlp.c_proj.bias"), {w}});
-  }
-  p.push_back({"ln_post.weight", {w}});
-  p.push_back({"ln_post.bias", {w}});
-  p.push_back({"proj", {w, cfg.embed_dim}});
-  return p;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (ParamSpec& s : ParamSpecs(cfg)) out.emplace_back(std::move(s.name), std::move(s.shape));
+  return out;
 }
 
 TensorMap RandomVitWeights(const VitConfig& cfg, uint64_t seed) {
   at::Generator gen = at::detail::createCPUGenerator(seed);
   TensorMap weights;
-  for (const auto& [name, shape] : ExpectedVitParameters(cfg)) {
-    const bool is_norm = name.find("ln_") != std::string::npos;
-    const bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    const bool is_in_proj_bias = name.find("in_proj_bias") != std::string::npos;
-    if (is_norm) {
-      // LayerNorm gains near 1 and small biases, so the random network stays well conditioned.
-      weights[name] = is_bias ? 0.02 * at::randn(shape, gen) : 1.0 + 0.1 * at::randn(shape, gen);
-    } else if (is_bias || is_in_proj_bias) {
-      weights[name] = 0.02 * at::randn(shape, gen);
-    } else {
-      // CLIP's initialisation scale: std = fan_in^-0.5.
-      const int64_t fan_in = shape.size() == 4 ? shape[1] * shape[2] * shape[3] : shape.back();
-      const double scale = name == "proj" ? std::pow(static_cast<double>(shape[0]), -0.5)
-                                          : std::pow(static_cast<double>(fan_in), -0.5);
-      weights[name] = scale * at::randn(shape, gen);
+  for (const ParamSpec& s : ParamSpecs(cfg)) {
+    at::Tensor t;
+    switch (s.role) {
+      case Role::kPreNormWeight:
+      case Role::kNorm1Weight:
+      case Role::kNorm2Weight:
+      case Role::kFinalNormWeight:
+        // LayerNorm gains near 1 and small biases, so the random network stays well conditioned.
+        t = 1.0 + 0.1 * at::randn(s.shape, gen);
+        break;
+      case Role::kLayerScale1:
+      case Role::kLayerScale2:
+        // Well away from 1 so that a model ignoring LayerScale fails the tests.
+        t = 0.5 + 0.1 * at::randn(s.shape, gen);
+        break;
+      case Role::kPreNormBias:
+      case Role::kNorm1Bias:
+      case Role::kNorm2Bias:
+      case Role::kFinalNormBias:
+      case Role::kPatchBias:
+      case Role::kQkvBias:
+      case Role::kProjBias:
+      case Role::kFc1Bias:
+      case Role::kFc2Bias:
+        t = 0.02 * at::randn(s.shape, gen);
+        break;
+      default: {
+        // CLIP's initialisation scale: std = fan_in^-0.5 (proj: its input width).
+        const std::vector<int64_t>& sh = s.shape;
+        const int64_t fan_in = s.role == Role::kEmbedProj ? sh[0]
+                               : sh.size() == 4           ? sh[1] * sh[2] * sh[3]
+                                                          : sh.back();
+        t = std::pow(static_cast<double>(fan_in), -0.5) * at::randn(sh, gen);
+      }
     }
+    weights[s.name] = t;
   }
   return weights;
 }
 
-VitConfig TinyVitConfig() {
+VitConfig TinyVitConfig() { return TinyVitConfig(VitFamily::kOpenAiClip); }
+
+VitConfig TinyVitConfig(VitFamily family) {
   VitConfig cfg;
+  cfg.family = family;
   cfg.patch_size = 8;
   cfg.width = 64;
   cfg.depth = 4;
   cfg.heads = 4;
   cfg.mlp_width = 256;
   cfg.pretrained_grid = 8;
-  cfg.embed_dim = 32;
+  cfg.embed_dim = family == VitFamily::kOpenAiClip ? 32 : cfg.width;
   cfg.input_size = 64;
   cfg.feature_blocks = {1, 2, 3, 4};
   return cfg;
+}
+
+at::Tensor ResizePositionEmbedding(const at::Tensor& pos, int64_t pretrained_grid, int64_t grid,
+                                   double scale_offset) {
+  const int64_t m = pretrained_grid;
+  TORCH_CHECK(pos.dim() == 2 && pos.size(0) == m * m + 1, "position table of shape ", pos.sizes(),
+              " does not hold a class token and a ", m, "×", m, " grid");
+  TORCH_CHECK(grid > 0, "grid must be positive, got ", grid);
+  if (grid == m) return pos;
+  const int64_t w = pos.size(1);
+  const at::Tensor patch_pos = pos.narrow(0, 1, m * m).reshape({1, m, m, w}).permute({0, 3, 1, 2});
+  at::Tensor resized;
+  if (scale_offset > 0) {
+    // F.interpolate(scale_factor=s) hands s to the kernel, which maps with 1/s instead of M/G.
+    const double scale = (static_cast<double>(grid) + scale_offset) / static_cast<double>(m);
+    TORCH_CHECK(static_cast<int64_t>(std::floor(m * scale)) == grid, "scale ", scale,
+                " does not give a ", grid, "-wide grid");
+    resized =
+        at::upsample_bicubic2d(patch_pos, {grid, grid}, /*align_corners=*/false, scale, scale);
+  } else {
+    resized = at::upsample_bicubic2d(patch_pos, {grid, grid}, /*align_corners=*/false);
+  }
+  resized = resized.permute({0, 2, 3, 1}).reshape({grid * grid, w});
+  return at::cat({pos.narrow(0, 0, 1), resized}, 0).contiguous();
 }
 
 PreprocessSpec ClipPreprocessSpec(int64_t input_size) {
@@ -108,69 +327,160 @@ PreprocessSpec ClipPreprocessSpec(int64_t input_size) {
   return spec;
 }
 
+PreprocessSpec ImageNetPreprocessSpec(int64_t input_size) {
+  PreprocessSpec spec;
+  spec.input_size = input_size;
+  spec.filter = ResizeFilter::kBilinear;
+  spec.mean = {0.485f, 0.456f, 0.406f};
+  spec.std = {0.229f, 0.224f, 0.225f};
+  return spec;
+}
+
+PreprocessSpec VitPreprocessSpec(const VitConfig& config) {
+  return config.family == VitFamily::kOpenAiClip ? ClipPreprocessSpec(config.input_size)
+                                                 : ImageNetPreprocessSpec(config.input_size);
+}
+
 VisionTransformer::VisionTransformer(std::string name, VitConfig config, TensorMap weights,
                                      PreprocessSpec spec)
     : name_(std::move(name)),
       config_(std::move(config)),
-      weights_(std::move(weights)),
-      spec_(spec) {
-  TORCH_CHECK(config_.width % config_.heads == 0, name_, ": width ", config_.width,
-              " is not divisible by ", config_.heads, " heads");
-  TORCH_CHECK(config_.input_size > 0 && config_.input_size % config_.patch_size == 0, name_,
-              ": input size ", config_.input_size, " is not a multiple of the patch size ",
+      traits_(TraitsOf(config_.family)),
+      spec_(spec),
+      weights_(std::move(weights)) {
+  TORCH_CHECK(config_.heads > 0 && config_.width % config_.heads == 0, name_, ": width ",
+              config_.width, " is not divisible by ", config_.heads, " heads");
+  TORCH_CHECK(config_.patch_size > 0 && config_.input_size > 0 &&
+                  config_.input_size % config_.patch_size == 0,
+              name_, ": input size ", config_.input_size, " is not a multiple of the patch size ",
               config_.patch_size);
+  TORCH_CHECK(config_.family == VitFamily::kOpenAiClip || config_.embed_dim == config_.width, name_,
+              ": a ", VitFamilyName(config_.family),
+              " model's image embedding is its class token: embed_dim must equal width ",
+              config_.width, ", got ", config_.embed_dim);
   TORCH_CHECK(!config_.feature_blocks.empty(), name_, ": no feature blocks selected");
   for (int64_t b : config_.feature_blocks) {
     TORCH_CHECK(b >= 1 && b <= config_.depth, name_, ": feature block ", b, " is outside 1..",
                 config_.depth);
   }
-  for (const auto& [key, shape] : ExpectedVitParameters(config_)) {
-    const auto it = weights_.find(key);
-    TORCH_CHECK(it != weights_.end(), name_, ": missing parameter '", key, "'");
-    TORCH_CHECK(it->second.sizes() == at::IntArrayRef(shape), name_, ": parameter '", key,
-                "' has shape ", it->second.sizes(), ", expected ", at::IntArrayRef(shape));
+  blocks_.resize(static_cast<size_t>(config_.depth));
+  const int64_t w = config_.width;
+  for (const ParamSpec& s : ParamSpecs(config_)) {
+    const auto it = weights_.find(s.name);
+    TORCH_CHECK(it != weights_.end(), name_, ": missing parameter '", s.name, "'");
+    TORCH_CHECK(it->second.sizes() == at::IntArrayRef(s.shape), name_, ": parameter '", s.name,
+                "' has shape ", it->second.sizes(), ", expected ", at::IntArrayRef(s.shape));
     it->second = it->second.to(at::kFloat).contiguous();
+    const at::Tensor& t = it->second;
+    BlockWeights* blk = s.block >= 0 ? &blocks_[static_cast<size_t>(s.block)] : nullptr;
+    switch (s.role) {
+      case Role::kPatchWeight:
+        patch_w_ = t;
+        break;
+      case Role::kPatchBias:
+        patch_b_ = t;
+        break;
+      case Role::kClassToken:
+        class_token_ = t.reshape({w});
+        break;
+      case Role::kPosEmbed:
+        positional_embedding_ = t.reshape({-1, w});
+        break;
+      case Role::kPreNormWeight:
+        pre_norm_w_ = t;
+        break;
+      case Role::kPreNormBias:
+        pre_norm_b_ = t;
+        break;
+      case Role::kNorm1Weight:
+        blk->norm1_w = t;
+        break;
+      case Role::kNorm1Bias:
+        blk->norm1_b = t;
+        break;
+      case Role::kQkvWeight:
+        blk->qkv_w = t;
+        break;
+      case Role::kQkvBias:
+        blk->qkv_b = t;
+        break;
+      case Role::kProjWeight:
+        blk->proj_w = t;
+        break;
+      case Role::kProjBias:
+        blk->proj_b = t;
+        break;
+      case Role::kLayerScale1:
+        blk->ls1 = t;
+        break;
+      case Role::kNorm2Weight:
+        blk->norm2_w = t;
+        break;
+      case Role::kNorm2Bias:
+        blk->norm2_b = t;
+        break;
+      case Role::kFc1Weight:
+        blk->fc1_w = t;
+        break;
+      case Role::kFc1Bias:
+        blk->fc1_b = t;
+        break;
+      case Role::kFc2Weight:
+        blk->fc2_w = t;
+        break;
+      case Role::kFc2Bias:
+        blk->fc2_b = t;
+        break;
+      case Role::kLayerScale2:
+        blk->ls2 = t;
+        break;
+      case Role::kFinalNormWeight:
+        final_norm_w_ = t;
+        break;
+      case Role::kFinalNormBias:
+        final_norm_b_ = t;
+        break;
+      case Role::kEmbedProj:
+        proj_ = t;
+        break;
+    }
   }
-  // Resize the position embeddings to the running grid once (bicubic, align_corners=false);
-  // the class-token embedding is kept as is.
-  const at::Tensor& pos = W("positional_embedding");
-  const int64_t grid = config_.input_size / config_.patch_size;
-  if (grid == config_.pretrained_grid) {
-    positional_embedding_ = pos;
-  } else {
-    const int64_t g0 = config_.pretrained_grid;
-    at::Tensor patch_pos = pos.narrow(0, 1, g0 * g0).reshape({1, g0, g0, config_.width});
-    patch_pos = at::upsample_bicubic2d(patch_pos.permute({0, 3, 1, 2}), {grid, grid},
-                                       /*align_corners=*/false);
-    patch_pos = patch_pos.permute({0, 2, 3, 1}).reshape({grid * grid, config_.width});
-    positional_embedding_ = at::cat({pos.narrow(0, 0, 1), patch_pos}, 0).contiguous();
-  }
+  positional_embedding_ = ResizePositionEmbedding(positional_embedding_, config_.pretrained_grid,
+                                                  config_.input_size / config_.patch_size,
+                                                  traits_.pos_embed_scale_offset);
 }
 
-const at::Tensor& VisionTransformer::W(const std::string& key) const { return weights_.at(key); }
+at::Tensor VisionTransformer::LayerNorm(const at::Tensor& x, const at::Tensor& weight,
+                                        const at::Tensor& bias) const {
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, traits_.layer_norm_eps);
+}
 
-at::Tensor VisionTransformer::Block(const at::Tensor& x, int64_t b) const {
-  const int64_t n = x.size(0);
-  const int64_t t = x.size(1);
-  const int64_t w = config_.width;
-  const int64_t h = config_.heads;
+at::Tensor VisionTransformer::Attention(const at::Tensor& x, const BlockWeights& wt) const {
+  const int64_t n = x.size(0), t = x.size(1), w = config_.width, h = config_.heads;
   const int64_t d = w / h;
-
-  at::Tensor y = LayerNorm(x, W(BlockKey(b, "ln_1.weight")), W(BlockKey(b, "ln_1.bias")));
-  at::Tensor qkv =
-      at::linear(y, W(BlockKey(b, "attn.in_proj_weight")), W(BlockKey(b, "attn.in_proj_bias")));
+  // q, k and v are stacked along the output dimension in every family's fused projection.
+  at::Tensor qkv = at::linear(x, wt.qkv_w, wt.qkv_b);
   qkv = qkv.view({n, t, 3, h, d}).permute({2, 0, 3, 1, 4});  // 3×N×heads×T×d
   const at::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(d)));
   const at::Tensor attention = at::softmax(at::matmul(q, qkv[1].transpose(-2, -1)), -1);
-  at::Tensor context = at::matmul(attention, qkv[2]).transpose(1, 2).reshape({n, t, w});
-  at::Tensor out = x + at::linear(context, W(BlockKey(b, "attn.out_proj.weight")),
-                                  W(BlockKey(b, "attn.out_proj.bias")));
+  const at::Tensor context = at::matmul(attention, qkv[2]).transpose(1, 2).reshape({n, t, w});
+  return at::linear(context, wt.proj_w, wt.proj_b);
+}
 
-  y = LayerNorm(out, W(BlockKey(b, "ln_2.weight")), W(BlockKey(b, "ln_2.bias")));
-  y = at::linear(y, W(BlockKey(b, "mlp.c_fc.weight")), W(BlockKey(b, "mlp.c_fc.bias")));
-  y = y * at::sigmoid(1.702 * y);  // QuickGELU, as OpenAI's CLIP was trained with.
-  y = at::linear(y, W(BlockKey(b, "mlp.c_proj.weight")), W(BlockKey(b, "mlp.c_proj.bias")));
-  return out + y;
+at::Tensor VisionTransformer::Mlp(const at::Tensor& x, const BlockWeights& wt) const {
+  at::Tensor y = at::linear(x, wt.fc1_w, wt.fc1_b);
+  // QuickGELU is what OpenAI's CLIP was trained with; DINO and DINOv2 use nn.GELU (exact erf).
+  y = traits_.quick_gelu ? y * at::sigmoid(1.702 * y) : at::gelu(y);
+  return at::linear(y, wt.fc2_w, wt.fc2_b);
+}
+
+at::Tensor VisionTransformer::Block(const at::Tensor& x, const BlockWeights& wt) const {
+  at::Tensor a = Attention(LayerNorm(x, wt.norm1_w, wt.norm1_b), wt);
+  if (wt.ls1.defined()) a = a * wt.ls1;
+  const at::Tensor out = x + a;
+  at::Tensor m = Mlp(LayerNorm(out, wt.norm2_w, wt.norm2_b), wt);
+  if (wt.ls2.defined()) m = m * wt.ls2;
+  return out + m;
 }
 
 BackboneFeatures VisionTransformer::Forward(const at::Tensor& images) {
@@ -182,28 +492,38 @@ BackboneFeatures VisionTransformer::Forward(const at::Tensor& images) {
   const int64_t grid = s / config_.patch_size;
   const int64_t w = config_.width;
 
-  at::Tensor x = at::conv2d(images.to(at::kFloat), W("conv1.weight"), {},
+  at::Tensor x = at::conv2d(images.to(at::kFloat), patch_w_, patch_b_,
                             {config_.patch_size, config_.patch_size});
   x = x.flatten(2).transpose(1, 2);  // N×L×W
-  const at::Tensor cls = W("class_embedding").view({1, 1, w}).expand({n, 1, w});
-  x = at::cat({cls, x}, 1) + positional_embedding_;
-  x = LayerNorm(x, W("ln_pre.weight"), W("ln_pre.bias"));
+  x = at::cat({class_token_.view({1, 1, w}).expand({n, 1, w}), x}, 1) + positional_embedding_;
+  if (traits_.pre_norm) x = LayerNorm(x, pre_norm_w_, pre_norm_b_);
 
   BackboneFeatures features;
+  at::Tensor last_normed;  // norm(x) of the last block, when a feature layer already needed it.
   for (int64_t b = 0; b < config_.depth; ++b) {
-    x = Block(x, b);
+    x = Block(x, blocks_[static_cast<size_t>(b)]);
     for (int64_t selected : config_.feature_blocks) {
-      if (selected == b + 1) {
-        // Drop the class token; N×G×G×W viewed as N×W×G×G (channels-last storage, no copy).
-        features.layer_maps.push_back(
-            x.narrow(1, 1, grid * grid).reshape({n, grid, grid, w}).permute({0, 3, 1, 2}));
+      if (selected != b + 1) continue;
+      at::Tensor tokens = x;
+      if (traits_.features_through_norm) {
+        tokens = LayerNorm(x, final_norm_w_, final_norm_b_);
+        if (b + 1 == config_.depth) last_normed = tokens;
       }
+      // Drop the class token; N×G×G×W viewed as N×W×G×G (channels-last storage, no copy).
+      features.layer_maps.push_back(
+          tokens.narrow(1, 1, grid * grid).reshape({n, grid, grid, w}).permute({0, 3, 1, 2}));
     }
   }
-  at::Tensor embedding =
-      at::matmul(LayerNorm(x.select(1, 0), W("ln_post.weight"), W("ln_post.bias")), W("proj"));
-  features.image_embedding =
-      embedding / at::linalg_vector_norm(embedding, 2, {-1}, /*keepdim=*/true).clamp_min(1e-12);
+  const at::Tensor cls = x.select(1, 0);
+  if (traits_.projected_embedding) {
+    const at::Tensor e = at::matmul(LayerNorm(cls, final_norm_w_, final_norm_b_), proj_);
+    features.image_embedding =
+        e / at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true).clamp_min(1e-12);
+  } else {
+    // The reference's model(x): the final norm's class token, used by RsCIN as it is.
+    features.image_embedding = last_normed.defined() ? last_normed.select(1, 0).contiguous()
+                                                     : LayerNorm(cls, final_norm_w_, final_norm_b_);
+  }
   return features;
 }
 

@@ -20,6 +20,7 @@
 #include "core/anomaly_map.h"
 #include "core/backbone_registry.h"
 #include "core/lnamd.h"
+#include "core/model_registry.h"
 #include "core/mutual_scoring.h"
 #include "core/preprocess.h"
 #include "core/rscin.h"
@@ -91,6 +92,10 @@ absl::Status FromTorchError(const c10::Error& e, const char* stage) {
 }
 
 }  // namespace
+
+const char* DefaultBackboneModel() { return DefaultModelName(); }
+
+std::vector<std::string> KnownBackboneModels() { return RegisteredModels(); }
 
 absl::Status ValidateScoringOptions(const ScoringOptions& o) {
   if (o.degrees.empty()) return absl::InvalidArgumentError("no LNAMD degrees given");

@@ -26,6 +26,10 @@ struct ImageView {
   PixelType type = PixelType::kUint8;
 };
 
+// The registry's default backbone (the paper's CLIP ViT-L/14-336) and every model name known.
+const char* DefaultBackboneModel();
+std::vector<std::string> KnownBackboneModels();
+
 struct BackboneOptions {
   // Registry name: "vit-tiny-random" (seeded random tiny CLIP-shaped ViT, for tests and demos).
   std::string model = "vit-tiny-random";

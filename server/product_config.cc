@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -56,17 +57,21 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
   }
   if (node["description"]) p.description = node["description"].as<std::string>();
 
-  const YAML::Node backbone = node["backbone"];
-  if (!backbone) return absl::InvalidArgumentError(absl::StrCat(at, ": missing 'backbone'"));
+  const YAML::Node backbone = node["backbone"] ? node["backbone"] : YAML::Node(YAML::NodeType::Map);
   if (absl::Status s = CheckKeys(backbone, {"model", "weights", "input_size", "layers", "seed"},
                                  at + ".backbone");
       !s.ok()) {
     return s;
   }
-  if (!backbone["model"]) {
-    return absl::InvalidArgumentError(absl::StrCat(at, ".backbone: missing 'model'"));
+  // The paper's default backbone unless the product names one.
+  p.backbone.model =
+      backbone["model"] ? backbone["model"].as<std::string>() : DefaultBackboneModel();
+  const std::vector<std::string> known = KnownBackboneModels();
+  if (std::find(known.begin(), known.end(), p.backbone.model) == known.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(at, ".backbone.model: unknown model '",
+                                                   p.backbone.model,
+                                                   "' (known: ", absl::StrJoin(known, ", "), ")"));
   }
-  p.backbone.model = backbone["model"].as<std::string>();
   if (backbone["weights"]) {
     fs::path weights = backbone["weights"].as<std::string>();
     if (weights.is_relative()) weights = fs::path(base_dir) / weights;

@@ -11,8 +11,9 @@
 // held only for a "resident" stripe of images sized to fit the rest of the budget. Pairs inside
 // the stripe are computed once (both directions); a pair reaching outside it is computed from
 // each side (row maxima only). With the default budget every realistic batch is one stripe.
-// Peak extra memory: ≤ block_budget_bytes (plus one L×L tile if a single pair exceeds the tile
-// share), independent of N² — see docs/ALGORITHM.md.
+// Peak extra memory: ≤ max(block_budget_bytes, L²·4 B + L·N·4 B) — the second term being the
+// minimum working set of one pair's similarity tile plus one image's distance rows, linear in N —
+// never N² (see docs/ALGORITHM.md).
 #ifndef MUSC_CORE_MUTUAL_SCORING_H_
 #define MUSC_CORE_MUTUAL_SCORING_H_
 

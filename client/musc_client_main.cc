@@ -3,20 +3,28 @@
 //   musc-client products --server HOST:PORT
 //   musc-client score    --server HOST:PORT --product P --images DIR_OR_FILES... [--out DIR]
 //                        [--json] [--threshold T] [--quiet]
+//   musc-client eval     --server HOST:PORT --product P --data DIR [--category C] [--batch N]
+//                        [--json]
+//   musc-client bench    --server HOST:PORT --product P --images DIR --sessions K --batch N
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <optional>
 #include <sstream>
+#include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "client/evaluation.h"
 #include "client/map_codec.h"
 #include "client/musc_client.h"
 
@@ -225,6 +233,131 @@ int Score(MuscClient& client, const ScoreOptions& o) {
   return rejected > 0 ? 4 : 0;
 }
 
+struct EvalCommand {
+  std::string data;
+  std::string category;
+  EvaluationOptions options;
+  bool json = false;
+};
+
+int Eval(MuscClient& client, const EvalCommand& c) {
+  absl::StatusOr<EvalSet> set = LoadEvalSet(c.data, c.category);
+  if (!set.ok()) return Fail("eval", set.status());
+  EvaluationOptions options = c.options;
+  options.progress = options.progress && isatty(STDERR_FILENO);
+  absl::StatusOr<EvaluationReport> r = Evaluate(client, *set, options);
+  if (!r.ok()) return Fail("eval", r.status());
+  const double ms_per_image = 1000.0 * r->seconds / static_cast<double>(r->n_images);
+  if (!c.json) {
+    std::printf("%s (%s layout): %lld images, maps %lld×%lld, %.1f s (%.1f ms/image)\n",
+                set->category.c_str(), set->layout.c_str(), static_cast<long long>(r->n_images),
+                static_cast<long long>(r->map_size), static_cast<long long>(r->map_size),
+                r->seconds, ms_per_image);
+    std::printf("image  AUROC %.4f  AP %.4f  F1-max %.4f\n", r->image_auroc, r->image_ap,
+                r->image_f1max);
+    if (r->has_pixel_metrics) {
+      std::printf("pixel  AUROC %.4f  AP %.4f  F1-max %.4f  PRO %.4f\n", r->pixel_auroc,
+                  r->pixel_ap, r->pixel_f1max, r->pro);
+    }
+  }
+  nlohmann::json j = {{"image_auroc", r->image_auroc},
+                      {"image_ap", r->image_ap},
+                      {"image_f1max", r->image_f1max},
+                      {"n_images", r->n_images},
+                      {"seconds", r->seconds}};
+  if (r->has_pixel_metrics) {
+    j["pixel_auroc"] = r->pixel_auroc;
+    j["pixel_ap"] = r->pixel_ap;
+    j["pixel_f1max"] = r->pixel_f1max;
+    j["pro"] = r->pro;
+  } else {
+    j["pixel_auroc"] = j["pixel_ap"] = j["pixel_f1max"] = j["pro"] = nullptr;
+  }
+  if (c.json) std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+struct BenchCommand {
+  std::string product;
+  std::vector<std::string> images;
+  int sessions = 4;
+  int batch = 16;
+};
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
+  return v[k];
+}
+
+// A load generator: K concurrent sessions of N images each, through K client connections.
+int Bench(const std::string& server, const BenchCommand& c) {
+  const std::vector<fs::path> files = ExpandImages(c.images);
+  if (files.empty()) {
+    std::fprintf(stderr, "musc-client: no image files found\n");
+    return 2;
+  }
+  std::vector<std::string> bytes;
+  for (const fs::path& f : files) bytes.push_back(ReadFile(f));
+  using Clock = std::chrono::steady_clock;
+  std::mutex mu;
+  std::vector<double> end_to_end, seal_to_last;
+  int failures = 0;
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int k = 0; k < c.sessions; ++k) {
+    threads.emplace_back([&, k] {
+      std::unique_ptr<MuscClient> client = MuscClient::Connect(server);
+      std::vector<EncodedImage> images;
+      for (int i = 0; i < c.batch; ++i) {
+        images.push_back(
+            {absl::StrCat("s", k, "-", i), bytes[(k * c.batch + i) % bytes.size()], {}});
+      }
+      const auto t0 = Clock::now();
+      v1::CreateSessionRequest create;
+      create.set_product(c.product);
+      create.mutable_seal_policy();
+      absl::StatusOr<v1::Session> s = client->CreateSession(create);
+      absl::Status status = s.status();
+      Clock::time_point sealed, last;
+      if (status.ok()) status = client->AddImages(s->id(), images).status();
+      if (status.ok()) status = client->SealSession(s->id()).status();
+      sealed = Clock::now();
+      bool done = false;
+      if (status.ok()) {
+        v1::MapOptions none;
+        none.set_encoding(v1::MAP_NONE);
+        status = client->StreamResults(s->id(), none, [&](const v1::ResultEvent& e) {
+          if (e.has_result()) last = Clock::now();
+          if (e.has_finished()) done = e.finished().session().state() == v1::DONE;
+        });
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      if (!status.ok() || !done) {
+        ++failures;
+        std::fprintf(stderr, "musc-client: session %d failed: %s\n", k,
+                     status.ok() ? "not DONE" : status.ToString().c_str());
+        return;
+      }
+      end_to_end.push_back(std::chrono::duration<double>(last - t0).count());
+      seal_to_last.push_back(std::chrono::duration<double>(last - sealed).count());
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  const int ok = c.sessions - failures;
+  std::printf("%d sessions × %d images: %d ok, %d failed, %.2f s wall, %.2f images/s\n", c.sessions,
+              c.batch, ok, failures, wall, ok * c.batch / wall);
+  std::printf("end-to-end s:          p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
+              Percentile(end_to_end, 0.5), Percentile(end_to_end, 0.9),
+              Percentile(end_to_end, 0.99), Percentile(end_to_end, 1.0));
+  std::printf("seal-to-last-result s: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
+              Percentile(seal_to_last, 0.5), Percentile(seal_to_last, 0.9),
+              Percentile(seal_to_last, 0.99), Percentile(seal_to_last, 1.0));
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace musc
 
@@ -246,11 +379,28 @@ int main(int argc, char** argv) {
   score_cmd->add_flag("--quiet", score.quiet, "no progress bars");
   CLI::Option* threshold_opt =
       score_cmd->add_option("--threshold", threshold, "raw-score threshold for a decision");
+  musc::EvalCommand eval;
+  CLI::App* eval_cmd = app.add_subcommand("eval", "evaluate on a labelled test split");
+  eval_cmd->add_option("--product", eval.options.product, "product name")->required();
+  eval_cmd->add_option("--data", eval.data, "category folder, dataset root, or VisA root")
+      ->required();
+  eval_cmd->add_option("--category", eval.category, "category under --data");
+  eval_cmd->add_option("--batch", eval.options.batch_size,
+                       "images per session (0 = the whole split, as in the paper)");
+  eval_cmd->add_flag("--json", eval.json, "print one JSON object with the metrics");
+  musc::BenchCommand bench;
+  CLI::App* bench_cmd = app.add_subcommand("bench", "load generator: K concurrent sessions");
+  bench_cmd->add_option("--product", bench.product, "product name")->required();
+  bench_cmd->add_option("--images", bench.images, "image files and/or folders")->required();
+  bench_cmd->add_option("--sessions", bench.sessions, "concurrent sessions")->capture_default_str();
+  bench_cmd->add_option("--batch", bench.batch, "images per session")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (*threshold_opt) score.threshold = threshold;
+  if (app.got_subcommand("bench")) return musc::Bench(server, bench);
 
   std::unique_ptr<musc::MuscClient> client = musc::MuscClient::Connect(server);
   if (app.got_subcommand("health")) return musc::Health(*client);
   if (app.got_subcommand("products")) return musc::Products(*client);
+  if (app.got_subcommand("eval")) return musc::Eval(*client, eval);
   return musc::Score(*client, score);
 }

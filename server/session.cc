@@ -260,7 +260,9 @@ absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options,
   std::optional<float> threshold = product_->mask_threshold;
   if (options.has_mask_threshold()) threshold = options.mask_threshold();
   if (result->map.empty()) return absl::OkStatus();
-  return EncodeMap(result->map, image->width, image->height, encoding, threshold, out);
+  const bool native = options.model_resolution();
+  return EncodeMap(result->map, native ? result->map.cols : image->width,
+                   native ? result->map.rows : image->height, encoding, threshold, out);
 }
 
 void Session::AddWatcher(std::weak_ptr<SessionWatcher> watcher) {

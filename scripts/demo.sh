@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# The main job (README): installs dependencies, builds, starts musc-server on loopback with
-# deploy/products.yaml, scores a real batch through gRPC with musc-client — the MVTec 3D-AD tire
-# test split under ../shared/data (112 images) with the pretrained darknet-tiny backbone — prints
-# every image's scores, writes heat-map overlays and raw maps to out/demo/, and stops the server.
+# The main job (README): installs dependencies, builds, starts musc-server on loopback, scores a
+# demo batch through gRPC with musc-client, prints every image's scores, writes heat-map overlays
+# and raw maps to out/demo/, and stops the server.
+#
+# Images: the MVTec 3D-AD tire test split under ../shared/data when present (112 real images),
+# else a synthetic MVTec-layout set made by musc-synth. Backbone: the pretrained darknet-tiny
+# under ../shared/models when present, else a seeded random tiny ViT (near-chance scores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j"${MUSC_BUILD_JOBS:-2}" --target musc-server musc-client
+cmake --build build -j"${MUSC_BUILD_JOBS:-2}" --target musc-server musc-client musc-synth
 
+products=deploy/products.yaml
+product=tire
+if [[ ! -f ../shared/models/darknet-tiny-tfjs/model.json ]]; then
+  echo "demo: no darknet-tiny weights under ../shared/models; using a random tiny ViT" >&2
+  products=deploy/products.offline.yaml
+  product=demo-random-vit
+fi
 data=${MUSC_DEMO_DATA:-../shared/data/mvtec3d-tire-rgb/test}
 if [[ ! -d "$data" ]]; then
-  echo "demo: no demo images at $data (set MUSC_DEMO_DATA to a folder of images)" >&2
-  exit 2
+  echo "demo: no images at $data; generating a synthetic set (musc-synth)" >&2
+  ./build/bin/musc-synth --out out/synth --category flange --kind object --good 20 --defective 6 \
+    --overwrite
+  data=out/synth/flange/test
 fi
+
 run_dir=$(mktemp -d)
 trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$run_dir"' EXIT
-./build/bin/musc-server --products deploy/products.yaml --listen 127.0.0.1:0 \
+./build/bin/musc-server --products "$products" --listen 127.0.0.1:0 \
   --port_file "$run_dir/port" 2> "$run_dir/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
@@ -33,6 +46,8 @@ done
 echo "musc-server is SERVING on $address"
 ./build/bin/musc-client --server "$address" products
 echo
-./build/bin/musc-client --server "$address" score --product tire --images "$data" --out out/demo
+./build/bin/musc-client --server "$address" score --product "$product" --images "$data" \
+  --out out/demo
+echo "overlays (*_overlay.png) and raw maps (*_map.tiff) are in $(pwd)/out/demo"
 kill -TERM "$server_pid"
 wait "$server_pid"

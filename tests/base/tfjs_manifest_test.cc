@@ -16,44 +16,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "tests/test_support.h"
 
 namespace musc {
 namespace {
 
+using ::musc::testing::MessageHas;
+using ::musc::testing::ScratchDir;
+
 namespace fs = std::filesystem;
 
 const char kRealModelDir[] = MUSC_SHARED_DIR "/models/darknet-tiny-tfjs";
-
-// GoogleMock is not linked into this suite, so substring checks are spelled out.
-::testing::AssertionResult MessageHas(const absl::Status& status, const std::string& part) {
-  if (std::string(status.message()).find(part) != std::string::npos) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "error \"" << status << "\" lacks \"" << part << "\"";
-}
-
-// A fresh directory per test, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / absl::StrCat("musc_tfjs_test_", ::getpid(), "_", counter++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_.string(); }
-  void Write(const std::string& name, const std::string& bytes) const {
-    std::ofstream out(path_ / name, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
-
- private:
-  fs::path path_;
-};
 
 std::string FloatBytes(const std::vector<float>& values) {
   std::string bytes(values.size() * sizeof(float), '\0');

@@ -26,42 +26,15 @@
 #include "core/safetensors_format.h"
 #include "core/vision_transformer.h"
 #include "tests/core/torchscript_fixture.h"
+#include "tests/test_support.h"
 
 namespace musc {
 namespace {
 
+using ::musc::testing::MessageHas;
+using ::musc::testing::ScratchDir;
+
 namespace fs = std::filesystem;
-
-::testing::AssertionResult MessageHas(const absl::Status& status, const std::string& part) {
-  if (std::string(status.message()).find(part) != std::string::npos) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "error \"" << status << "\" lacks \"" << part << "\"";
-}
-
-// A fresh directory per test, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / absl::StrCat("musc_ckpt_test_", ::getpid(), "_", counter++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-  void Write(const std::string& name, const std::string& bytes) const {
-    std::ofstream out(path_ / name, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
-
- private:
-  fs::path path_;
-};
 
 std::string ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -31,9 +31,13 @@
 #include "core/checkpoint_io.h"
 #include "core/vision_transformer.h"
 #include "core/vit_weight_names.h"
+#include "tests/test_support.h"
 
 namespace musc {
 namespace {
+
+using ::musc::testing::MessageHas;
+using ::musc::testing::ScratchDir;
 
 namespace fs = std::filesystem;
 
@@ -266,26 +270,6 @@ TEST(ModelRegistryTest, ClipVisionParameterCountsMatchOpenClipsProfile) {
 
 // ---------------------------------------------------------------------------------------------
 // CreateBackbone.
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ =
-        fs::temp_directory_path() / absl::StrCat("musc_registry_test_", ::getpid(), "_", counter++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
 
 void ExpectSameFeatures(Backbone& a, Backbone& b, int64_t size, const std::string& what) {
   at::Generator gen = at::detail::createCPUGenerator(77);

@@ -38,31 +38,17 @@
 #include "core/checkpoint_io.h"
 #include "core/vision_transformer.h"
 #include "core/vit_weight_names.h"
+#include "tests/test_support.h"
 
 namespace musc {
 namespace {
 
+using ::musc::testing::MessageHas;
+using ::musc::testing::ScratchDir;
+
 namespace fs = std::filesystem;
 
 const VitFamily kFamilies[] = {VitFamily::kOpenAiClip, VitFamily::kDino, VitFamily::kDinoV2};
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / absl::StrCat("musc_vit_test_", ::getpid(), "_", counter++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 at::Tensor Randn(std::vector<int64_t> shape, uint64_t seed) {
   at::Generator gen = at::detail::createCPUGenerator(seed);

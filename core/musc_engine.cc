@@ -9,6 +9,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -96,6 +97,8 @@ absl::Status FromTorchError(const c10::Error& e, const char* stage) {
 const char* DefaultBackboneModel() { return DefaultModelName(); }
 
 std::vector<std::string> KnownBackboneModels() { return RegisteredModels(); }
+
+const char* LibTorchVersion() { return TORCH_VERSION; }
 
 absl::Status ValidateScoringOptions(const ScoringOptions& o) {
   if (o.degrees.empty()) return absl::InvalidArgumentError("no LNAMD degrees given");

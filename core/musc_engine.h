@@ -29,6 +29,8 @@ struct ImageView {
 // The registry's default backbone (the paper's CLIP ViT-L/14-336) and every model name known.
 const char* DefaultBackboneModel();
 std::vector<std::string> KnownBackboneModels();
+// The LibTorch version the core was built against (e.g. "1.13.0"), for build-info reporting.
+const char* LibTorchVersion();
 
 struct BackboneOptions {
   // Registry name: "vit-tiny-random" (seeded random tiny CLIP-shaped ViT, for tests and demos).

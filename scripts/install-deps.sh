@@ -22,7 +22,11 @@ build_packages=(
   libopencv-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
+  prometheus-cpp-dev
   openssl
+  # Real peers for the tests: a Prometheus server + promtool, nginx as the gRPC proxy,
+  # yamllint and Node.js's npm for the deployment manifests.
+  prometheus nginx-light yamllint
 )
 
 # Run-time packages: the shared libraries the binaries link against.
@@ -30,7 +34,7 @@ runtime_packages=(
   ca-certificates libopenblas0-openmp
   libtorch1.13 libgrpc++1.51 libprotobuf32
   libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406
-  libyaml-cpp0.7 libabsl20220623
+  libyaml-cpp0.7 libabsl20220623 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
 )
 
 if [[ "$mode" == runtime ]]; then

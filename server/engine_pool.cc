@@ -1,5 +1,6 @@
 #include "server/engine_pool.h"
 
+#include <chrono>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -37,6 +38,7 @@ absl::StatusOr<std::unique_ptr<EnginePool>> EnginePool::Load(
     const std::string key = BackboneKey(product.backbone);
     auto it = pool->by_backbone_.find(key);
     if (it == pool->by_backbone_.end()) {
+      const auto start = std::chrono::steady_clock::now();
       EngineOptions engine_options;
       engine_options.backbone = product.backbone;
       engine_options.scoring = product.scoring;
@@ -52,6 +54,8 @@ absl::StatusOr<std::unique_ptr<EnginePool>> EnginePool::Load(
             s.code(), absl::StrCat("product '", product.name, "': warm-up failed: ", s.message()));
       }
       it = pool->by_backbone_.emplace(key, std::shared_ptr<MuscEngine>(std::move(*engine))).first;
+      pool->load_seconds_[product.backbone.model] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
     pool->by_product_[product.name] = it->second;
   }

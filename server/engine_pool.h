@@ -27,10 +27,14 @@ class EnginePool {
 
   // The engine for a product loaded by Load (never null for those).
   MuscEngine* ForProduct(const std::string& product) const;
+  // Seconds each backbone model took to load and warm up, by model name (a model loaded twice
+  // with different weights or layers reports the sum).
+  const std::map<std::string, double>& load_seconds() const { return load_seconds_; }
 
  private:
   std::map<std::string, std::shared_ptr<MuscEngine>> by_backbone_;
   std::map<std::string, std::shared_ptr<MuscEngine>> by_product_;
+  std::map<std::string, double> load_seconds_;
 };
 
 }  // namespace musc

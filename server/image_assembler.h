@@ -27,14 +27,18 @@ class ImageAssembler {
  private:
   v1::ImageAck Complete(Session& session);
   v1::ImageAck Reject(const std::string& id, absl::StatusCode code, const std::string& message);
+  // Every completed image, accepted or rejected, is counted once here.
+  void CountReceived(int64_t encoded_bytes);
   void Reset();
 
   SessionManager* const manager_;
   const DecodeLimits limits_;
+  std::string product_;  // Of the session being fed (for metrics).
   std::string current_id_;
   std::string buffer_;
   std::map<std::string, std::string> metadata_;
   bool oversized_ = false;
+  int64_t image_bytes_ = 0;  // Received for the current image, kept or not.
 };
 
 }  // namespace musc

@@ -2,12 +2,14 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <prometheus/exposer.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -17,10 +19,13 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/musc_engine.h"
 #include "server/engine_pool.h"
 #include "server/log.h"
 #include "server/musc_service.h"
 #include "server/scheduler.h"
+#include "server/server_metrics.h"
 #include "server/session_manager.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -28,6 +33,11 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound port is written to this file once the server listens (health "
           "answers NOT_SERVING until the backbones are loaded)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+          "Prometheus /metrics HTTP address host:port, separate from gRPC so it can be bound to "
+          "another interface (port 0 picks a free port; empty disables metrics)");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, the bound metrics port is written to this file once it listens");
 ABSL_FLAG(std::string, products, "", "Products file (YAML; see docs/PRODUCTS.md). Required.");
 ABSL_FLAG(int, workers, 1, "Batches scored concurrently (each uses --threads intra-op threads)");
 ABSL_FLAG(int, queue_capacity, 16, "Sealed batches that may wait; beyond: RESOURCE_EXHAUSTED");
@@ -49,6 +59,34 @@ namespace {
 
 std::chrono::milliseconds Millis(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+}
+
+// Written to a temporary name and renamed, so a reader never sees a partial number.
+void WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << port << "\n";
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+// Serves ServerMetrics on its own HTTP port. Null when disabled by an empty address.
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsEndpoint(
+    const std::string& address, const ServerMetrics& metrics, int* port) {
+  *port = 0;
+  if (address.empty()) return nullptr;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    // Two threads: Prometheus scrapes rarely, and each thread holds a 1 MiB stack.
+    exposer = std::make_unique<prometheus::Exposer>(address, 2);
+  } catch (const std::exception& e) {  // civetweb reports bind failures by throwing.
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(metrics.registry());
+  exposer->RegisterCollectable(metrics.live_collector());
+  const std::vector<int> ports = exposer->GetListeningPorts();
+  if (!ports.empty()) *port = ports.front();
+  return exposer;
 }
 
 int Run() {
@@ -98,10 +136,21 @@ int Run() {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   LogInfo(absl::StrCat("listening on port ", port, " (NOT_SERVING while loading)"));
-  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
-    const std::string tmp = path + ".tmp";
-    std::ofstream(tmp) << port << "\n";
-    std::rename(tmp.c_str(), path.c_str());
+  WritePortFile(absl::GetFlag(FLAGS_port_file), port);
+
+  // Metrics are up while the backbones load, so a slow start is visible on dashboards.
+  ServerMetrics metrics;
+  int metrics_port = 0;
+  absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer =
+      StartMetricsEndpoint(absl::GetFlag(FLAGS_metrics_listen), metrics, &metrics_port);
+  if (!exposer.ok()) {
+    LogError(exposer.status().ToString());
+    server->Shutdown();
+    return 1;
+  }
+  if (*exposer != nullptr) {
+    LogInfo(absl::StrCat("metrics on port ", metrics_port, " (/metrics)"));
+    WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics_port);
   }
 
   EnginePoolOptions pool_options;
@@ -121,14 +170,36 @@ int Run() {
   SchedulerOptions scheduler_options;
   scheduler_options.workers = absl::GetFlag(FLAGS_workers);
   scheduler_options.queue_capacity = static_cast<size_t>(absl::GetFlag(FLAGS_queue_capacity));
-  Scheduler scheduler(engines->get(), scheduler_options);
+  Scheduler scheduler(engines->get(), scheduler_options, &metrics);
 
   SessionManagerOptions session_options;
   session_options.idle_ttl = Millis(absl::GetFlag(FLAGS_session_idle_ttl));
   session_options.retention = Millis(absl::GetFlag(FLAGS_result_retention));
   session_options.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes);
   session_options.max_sessions = static_cast<size_t>(absl::GetFlag(FLAGS_max_sessions));
-  SessionManager sessions(*products, &scheduler, session_options);
+  SessionManager sessions(*products, &scheduler, session_options, &metrics);
+
+  std::set<std::string> backbones;
+  for (const auto& [model, seconds] : (*engines)->load_seconds()) {
+    metrics.SetBackboneLoadSeconds(model, seconds);
+    backbones.insert(model);
+  }
+  BuildInfo build;
+  build.version = MUSC_VERSION;
+  build.backbones = absl::StrJoin(backbones, ",");
+  build.libtorch_version = LibTorchVersion();
+  build.threads = absl::GetFlag(FLAGS_threads) > 0
+                      ? absl::GetFlag(FLAGS_threads)
+                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  metrics.SetBuildInfo(build);
+  metrics.SetLiveSource([&scheduler, &sessions] {
+    LiveGauges live;
+    live.queue_depth = scheduler.queued();
+    live.queue_capacity = scheduler.capacity();
+    live.running_batches = scheduler.running();
+    live.sessions = sessions.CountByState();
+    return live;
+  });
 
   service.Activate(&sessions);
   health->SetServingStatus(true);
@@ -143,6 +214,8 @@ int Run() {
   if (abandoned > 0) LogWarning(absl::StrCat(abandoned, " queued batch(es) were not scored"));
   // Give open result streams a moment to deliver what has just finished, then cut the rest.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // The scheduler and sessions are destroyed before the metrics endpoint: stop reading them.
+  metrics.SetLiveSource(nullptr);
   LogInfo("stopped");
   return 0;
 }

@@ -49,7 +49,7 @@ struct ResultCursor {
 
 // The next event a results stream should send, if any is ready. *is_final is set for the
 // closing SessionFinished event.
-absl::Status NextResultEvent(const Session& session, const v1::MapOptions& options,
+absl::Status NextResultEvent(Session& session, const v1::MapOptions& options,
                              ResultCursor& cursor, std::optional<v1::ResultEvent>* event,
                              bool* is_final) {
   *is_final = false;

@@ -20,8 +20,8 @@ ImageView ViewOf(const cv::Mat& m) {
 
 }  // namespace
 
-Scheduler::Scheduler(const EnginePool* engines, SchedulerOptions options)
-    : engines_(engines), options_(options) {
+Scheduler::Scheduler(const EnginePool* engines, SchedulerOptions options, ServerMetrics* metrics)
+    : engines_(engines), options_(options), metrics_(metrics) {
   for (int w = 0; w < std::max(1, options_.workers); ++w) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }
@@ -142,6 +142,7 @@ void Scheduler::Run(Session& session) {
   timings.set_msm_seconds(t.msm_s);
   timings.set_maps_seconds(t.maps_s);
   timings.set_rscin_seconds(t.rscin_s);
+  if (metrics_ != nullptr) metrics_->BatchScored(product.name, n, timings);
 
   std::vector<SessionResult> results(n);
   const int s = static_cast<int>(scores->map_size);

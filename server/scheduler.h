@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "server/engine_pool.h"
+#include "server/server_metrics.h"
 #include "server/session.h"
 
 namespace musc {
@@ -24,7 +25,8 @@ struct SchedulerOptions {
 
 class Scheduler {
  public:
-  Scheduler(const EnginePool* engines, SchedulerOptions options);
+  // `metrics` may be null; otherwise it must outlive the scheduler.
+  Scheduler(const EnginePool* engines, SchedulerOptions options, ServerMetrics* metrics = nullptr);
   ~Scheduler();  // Drain(0) if not done.
 
   // Queues a SEALED session. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
@@ -36,6 +38,7 @@ class Scheduler {
   int Drain(std::chrono::milliseconds grace);
 
   size_t queued() const;
+  size_t capacity() const { return options_.queue_capacity; }
   int running() const;
 
  private:
@@ -44,6 +47,7 @@ class Scheduler {
 
   const EnginePool* const engines_;
   const SchedulerOptions options_;
+  ServerMetrics* const metrics_;
   mutable std::mutex mu_;
   std::condition_variable work_ready_;
   std::condition_variable idle_;

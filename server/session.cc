@@ -23,12 +23,13 @@ bool IsFinalState(v1::SessionState s) {
 }  // namespace
 
 Session::Session(std::string id, const ProductConfig* product, SealPolicyConfig policy,
-                 std::map<std::string, std::string> labels)
+                 std::map<std::string, std::string> labels, ServerMetrics* metrics)
     : id_(std::move(id)),
       product_(product),
       policy_(policy),
       labels_(std::move(labels)),
       create_time_(Clock::now()),
+      metrics_(metrics),
       last_activity_(create_time_) {}
 
 absl::StatusOr<uint32_t> Session::AddImage(SessionImage image, int64_t max_session_bytes,
@@ -110,6 +111,7 @@ absl::Status Session::Cancel(const std::string& reason) {
     state_ = v1::CANCELLED;
     error_ = reason;
     finish_time_ = Clock::now();
+    CountFinishedLocked();
     // A running batch still reads the pixels; the worker releases them when it stops.
     if (!running) ReleasePixelsLocked();
   }
@@ -150,6 +152,7 @@ void Session::Complete(std::vector<SessionResult> results, const v1::StageTiming
       state_ = v1::DONE;
       stage_.clear();
       finish_time_ = Clock::now();
+      CountFinishedLocked();
     }
     ReleasePixelsLocked();
   }
@@ -163,10 +166,28 @@ void Session::Fail(const std::string& error) {
       state_ = v1::FAILED;
       error_ = error;
       finish_time_ = Clock::now();
+      CountFinishedLocked();
     }
     ReleasePixelsLocked();
   }
   NotifyWatchers();
+}
+
+void Session::CountFinishedLocked() {
+  if (metrics_ != nullptr) metrics_->SessionFinished(product_->name, state_);
+}
+
+void Session::NoteServedLocked(size_t k) {
+  if (metrics_ == nullptr || seal_time_ == Clock::time_point{}) return;
+  if (served_.size() < results_.size()) served_.resize(results_.size(), false);
+  if (served_[k]) return;
+  served_[k] = true;
+  ++served_count_;
+  const double since_seal = std::chrono::duration<double>(Clock::now() - seal_time_).count();
+  if (served_count_ == 1) metrics_->FirstResultServed(product_->name, since_seal);
+  if (served_count_ == results_.size() && state_ == v1::DONE) {
+    metrics_->LastResultServed(product_->name, since_seal);
+  }
 }
 
 void Session::ReleasePixelsLocked() {
@@ -237,8 +258,7 @@ Session::Snapshot Session::snapshot() const {
   return {state_, results_.size(), stage_, progress_done_, progress_total_, progress_version_};
 }
 
-absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options,
-                                  v1::ImageResult* out) const {
+absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options, v1::ImageResult* out) {
   // Results and images are immutable once the session is DONE, so the copy-free encode below
   // runs outside the lock on data that cannot change.
   const SessionResult* result;
@@ -248,6 +268,7 @@ absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options,
     if (k >= results_.size()) return absl::OutOfRangeError("no such result");
     result = &results_[k];
     image = &images_[result->index];
+    NoteServedLocked(k);
   }
   out->set_client_image_id(image->client_id);
   out->set_index(result->index);
@@ -261,8 +282,16 @@ absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options,
   if (options.has_mask_threshold()) threshold = options.mask_threshold();
   if (result->map.empty()) return absl::OkStatus();
   const bool native = options.model_resolution();
-  return EncodeMap(result->map, native ? result->map.cols : image->width,
-                   native ? result->map.rows : image->height, encoding, threshold, out);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status encoded =
+      EncodeMap(result->map, native ? result->map.cols : image->width,
+                native ? result->map.rows : image->height, encoding, threshold, out);
+  if (metrics_ != nullptr) {
+    metrics_->MapEncoded(
+        product_->name,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return encoded;
 }
 
 void Session::AddWatcher(std::weak_ptr<SessionWatcher> watcher) {

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "musc/v1/musc_service.pb.h"
 #include "server/product_config.h"
+#include "server/server_metrics.h"
 
 namespace musc {
 
@@ -51,8 +52,9 @@ class SessionWatcher {
 
 class Session {
  public:
+  // `metrics` may be null (no metrics); otherwise it must outlive the session.
   Session(std::string id, const ProductConfig* product, SealPolicyConfig policy,
-          std::map<std::string, std::string> labels);
+          std::map<std::string, std::string> labels, ServerMetrics* metrics = nullptr);
 
   const std::string& id() const { return id_; }
   const ProductConfig& product() const { return *product_; }
@@ -99,20 +101,24 @@ class Session {
     uint64_t progress_version;
   };
   Snapshot snapshot() const;
-  // Builds the ImageResult for results()[k] with the given map options.
-  absl::Status BuildResult(size_t k, const v1::MapOptions& options, v1::ImageResult* out) const;
+  // Builds the ImageResult for results()[k] with the given map options, for a stream about to
+  // send it (the first time each result is served feeds the seal-to-result latency metrics).
+  absl::Status BuildResult(size_t k, const v1::MapOptions& options, v1::ImageResult* out);
 
   void AddWatcher(std::weak_ptr<SessionWatcher> watcher);
 
  private:
   void NotifyWatchers();
   void ReleasePixelsLocked();  // Final sessions keep scores, not images.
+  void CountFinishedLocked();  // Once per session, on entering a final state.
+  void NoteServedLocked(size_t k);
 
   const std::string id_;
   const ProductConfig* const product_;
   const SealPolicyConfig policy_;
   const std::map<std::string, std::string> labels_;
   const Clock::time_point create_time_;
+  ServerMetrics* const metrics_;
 
   mutable std::mutex mu_;
   v1::SessionState state_ = v1::OPEN;
@@ -128,6 +134,8 @@ class Session {
   v1::StageTimings timings_;
   Clock::time_point last_activity_, seal_time_, start_time_, finish_time_;
   std::vector<std::weak_ptr<SessionWatcher>> watchers_;
+  std::vector<bool> served_;  // Results sent to at least one stream.
+  size_t served_count_ = 0;
 };
 
 }  // namespace musc

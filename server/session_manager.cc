@@ -9,17 +9,20 @@
 namespace musc {
 namespace {
 
-// 128 random bits: session ids are unguessable, so knowing one is a capability.
-std::string NewSessionId() {
+// "<product>:<32 lowercase hex>". 128 random bits: session ids are unguessable, so knowing one
+// is a capability. The product prefix lets a client (and a proxy routing by the x-musc-product
+// header) find the replica that holds the session from the id alone; product names are restricted
+// to [A-Za-z0-9._-] (product_config.cc), so the last ':' always separates the two parts.
+std::string NewSessionId(const std::string& product) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return absl::StrFormat("s-%016x%016x", rng(), rng());
+  return absl::StrFormat("%s:%016x%016x", product, rng(), rng());
 }
 
 }  // namespace
 
 SessionManager::SessionManager(std::vector<ProductConfig> products, Scheduler* scheduler,
-                               SessionManagerOptions options)
-    : products_(std::move(products)), scheduler_(scheduler), options_(options) {
+                               SessionManagerOptions options, ServerMetrics* metrics)
+    : products_(std::move(products)), scheduler_(scheduler), options_(options), metrics_(metrics) {
   janitor_ = std::thread([this] { JanitorLoop(); });
 }
 
@@ -56,13 +59,15 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
                                                    " exceeds product '", product->name,
                                                    "' max_images ", product->max_images));
   }
-  auto session = std::make_shared<Session>(NewSessionId(), product, policy, std::move(labels));
+  auto session = std::make_shared<Session>(NewSessionId(product->name), product, policy,
+                                           std::move(labels), metrics_);
   std::lock_guard<std::mutex> lock(mu_);
   if (sessions_.size() >= options_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server holds ", sessions_.size(), " sessions, its maximum; finish or cancel some"));
   }
   sessions_[session->id()] = session;
+  if (metrics_ != nullptr) metrics_->SessionCreated(product->name);
   return session;
 }
 
@@ -71,7 +76,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& 
   auto it = sessions_.find(id);
   if (it == sessions_.end()) {
     return absl::NotFoundError(absl::StrCat(
-        "no session '", id, "' (unknown, or its results' retention period has ended)"));
+        "session '", id,
+        "' not found on this replica (unknown, its results' retention period has ended, or it "
+        "lived on a replica that restarted)"));
   }
   return it->second;
 }
@@ -113,6 +120,15 @@ absl::Status SessionManager::Seal(const std::shared_ptr<Session>& session) {
     return s;
   }
   return absl::OkStatus();
+}
+
+std::map<std::pair<std::string, v1::SessionState>, int> SessionManager::CountByState() const {
+  std::map<std::pair<std::string, v1::SessionState>, int> counts;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, session] : sessions_) {
+    ++counts[{session->product().name, session->state()}];
+  }
+  return counts;
 }
 
 void SessionManager::StopAccepting() { accepting_ = false; }

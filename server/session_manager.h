@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/scheduler.h"
+#include "server/server_metrics.h"
 #include "server/session.h"
 
 namespace musc {
@@ -30,8 +31,9 @@ struct SessionManagerOptions {
 
 class SessionManager {
  public:
+  // `metrics` may be null; otherwise it must outlive the manager and its sessions.
   SessionManager(std::vector<ProductConfig> products, Scheduler* scheduler,
-                 SessionManagerOptions options);
+                 SessionManagerOptions options, ServerMetrics* metrics = nullptr);
   ~SessionManager();
 
   const std::vector<ProductConfig>& products() const { return products_; }
@@ -51,6 +53,10 @@ class SessionManager {
   // Seals and queues for scoring; the session stays OPEN if the queue refuses it.
   absl::Status Seal(const std::shared_ptr<Session>& session);
 
+  // Sessions held now, by (product, state): the musc_sessions gauge.
+  std::map<std::pair<std::string, v1::SessionState>, int> CountByState() const;
+  ServerMetrics* metrics() const { return metrics_; }
+
   // Refuse new sessions and images from now on (shutdown).
   void StopAccepting();
   bool accepting() const { return accepting_.load(); }
@@ -64,6 +70,7 @@ class SessionManager {
   const std::vector<ProductConfig> products_;
   Scheduler* const scheduler_;
   const SessionManagerOptions options_;
+  ServerMetrics* const metrics_;
   std::atomic<bool> accepting_{true};
 
   mutable std::mutex mu_;

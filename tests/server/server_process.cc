@@ -13,6 +13,8 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/server/http_get.h"
+
 namespace musc::testing {
 
 std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_yaml,
@@ -23,11 +25,17 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_
   const std::string products = server->dir_ + "/products.yaml";
   std::ofstream(products) << products_yaml;
   const std::string port_file = server->dir_ + "/port";
+  const std::string metrics_port_file = server->dir_ + "/metrics_port";
   server->log_path_ = server->dir_ + "/server.log";
 
-  std::vector<std::string> args = {MUSC_SERVER_BIN,        "--products=" + products,
-                                   "--listen=127.0.0.1:0", "--port_file=" + port_file,
-                                   "--threads=2",          "--log_level=debug"};
+  std::vector<std::string> args = {MUSC_SERVER_BIN,
+                                   "--products=" + products,
+                                   "--listen=127.0.0.1:0",
+                                   "--port_file=" + port_file,
+                                   "--threads=2",
+                                   "--log_level=debug",
+                                   "--metrics_listen=127.0.0.1:0",
+                                   "--metrics_port_file=" + metrics_port_file};
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
   server->pid_ = fork();
   if (server->pid_ == 0) {
@@ -61,7 +69,11 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_
   std::unique_ptr<MuscClient> client = server->Connect();
   while (std::chrono::steady_clock::now() < deadline) {
     absl::StatusOr<bool> serving = client->IsServing();
-    if (serving.ok() && *serving) return server;
+    if (serving.ok() && *serving) {
+      // Written right after the gRPC port, long before SERVING (unless disabled by a flag).
+      std::ifstream(metrics_port_file) >> server->metrics_port_;
+      return server;
+    }
     if (serving.ok()) {
       absl::StatusOr<std::vector<v1::Product>> products = client->ListProducts();
       if (!products.ok() && products.status().code() != absl::StatusCode::kUnavailable) {
@@ -104,6 +116,12 @@ int ServerProcess::Terminate(double timeout_seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return -1;
+}
+
+std::string ServerProcess::ScrapeMetrics() const {
+  if (metrics_port_ <= 0) return "";
+  HttpResponse response = HttpGet(metrics_port_, "/metrics");
+  return response.status == 200 ? response.body : "";
 }
 
 std::string ServerProcess::ReadLog() const {

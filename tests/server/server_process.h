@@ -21,6 +21,11 @@ class ServerProcess {
   ~ServerProcess();  // SIGKILL if still running.
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // The Prometheus endpoint (each test server gets its own free port).
+  int metrics_port() const { return metrics_port_; }
+  // GET /metrics: the text exposition, or empty when the endpoint did not answer.
+  std::string ScrapeMetrics() const;
+  pid_t pid() const { return pid_; }
   std::unique_ptr<MuscClient> Connect() const;
   // Sends SIGTERM and waits; returns the exit status (as from waitpid), or -1 on timeout.
   int Terminate(double timeout_seconds);
@@ -30,6 +35,7 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+  int metrics_port_ = 0;
   std::string dir_;
   std::string log_path_;
 };

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/anomaly_map.h"
 #include "core/backbone_registry.h"
+#include "core/engine_internal.h"
 #include "core/lnamd.h"
 #include "core/model_registry.h"
 #include "core/mutual_scoring.h"
@@ -28,71 +29,6 @@
 #include "core/thread_config.h"
 
 namespace musc {
-namespace {
-
-// Images larger than this many pixels are refused: beyond any camera, and a sign of a bad header.
-constexpr int64_t kMaxPixels = int64_t{1} << 28;
-
-class Stopwatch {
- public:
-  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
-  // Seconds since construction or the previous Lap.
-  double Lap() {
-    const auto now = std::chrono::steady_clock::now();
-    const double s = std::chrono::duration<double>(now - start_).count();
-    start_ = now;
-    return s;
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_;
-};
-
-absl::Status ValidateImage(const ImageView& image, size_t index) {
-  if (image.data == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("image ", index, ": no pixel data"));
-  }
-  if (image.height <= 0 || image.width <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("image ", index, ": size ", image.height, "×", image.width, " is empty"));
-  }
-  if (image.channels != 1 && image.channels != 3) {
-    return absl::InvalidArgumentError(absl::StrCat("image ", index, ": ", image.channels,
-                                                   " channels; expected 1 (grey) or 3 (RGB)"));
-  }
-  if (image.height > kMaxPixels / image.width) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image ", index, ": ", image.height, "×", image.width, " exceeds ", kMaxPixels, " pixels"));
-  }
-  return absl::OkStatus();
-}
-
-// H×W×C float32 in [0,1] (a copy: the caller's buffer is only borrowed for the call).
-at::Tensor ToFloatImage(const ImageView& image) {
-  const std::vector<int64_t> shape{image.height, image.width, image.channels};
-  switch (image.type) {
-    case PixelType::kUint8:
-      return at::from_blob(const_cast<void*>(image.data), shape, at::kByte).to(at::kFloat) / 255.0;
-    case PixelType::kUint16: {
-      // LibTorch 1.13 has no uint16 dtype: widen by hand.
-      at::Tensor out = at::empty(shape, at::kFloat);
-      const auto* src = static_cast<const uint16_t*>(image.data);
-      float* dst = out.data_ptr<float>();
-      const int64_t count = out.numel();
-      for (int64_t k = 0; k < count; ++k) dst[k] = static_cast<float>(src[k]) / 65535.0f;
-      return out;
-    }
-    case PixelType::kFloat32:
-      return at::from_blob(const_cast<void*>(image.data), shape, at::kFloat).clone();
-  }
-  TORCH_CHECK(false, "unknown pixel type");
-}
-
-absl::Status FromTorchError(const c10::Error& e, const char* stage) {
-  return absl::InternalError(absl::StrCat(stage, ": ", e.what_without_backtrace()));
-}
-
-}  // namespace
 
 const char* DefaultBackboneModel() { return DefaultModelName(); }
 
@@ -125,11 +61,6 @@ absl::Status ValidateScoringOptions(const ScoringOptions& o) {
   }
   return absl::OkStatus();
 }
-
-struct MuscEngine::Impl {
-  EngineOptions options;
-  std::unique_ptr<Backbone> backbone;
-};
 
 struct ScoringBatch::Impl {
   std::shared_ptr<MuscEngine::Impl> engine;

@@ -130,6 +130,7 @@ class MuscEngine {
 
  private:
   friend class ScoringBatch;  // A batch keeps the engine's state alive while it exists.
+  friend class LineScorer;    // So does a line.
   struct Impl;
   explicit MuscEngine(std::unique_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;

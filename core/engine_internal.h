@@ -1,0 +1,48 @@
+// Pieces of the engine shared by batch scoring (musc_engine.cc) and line mode (line_scorer.cc).
+// Internal: includes LibTorch headers, so only core sources and tests include it.
+#ifndef MUSC_CORE_ENGINE_INTERNAL_H_
+#define MUSC_CORE_ENGINE_INTERNAL_H_
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "core/backbone.h"
+#include "core/musc_engine.h"
+
+namespace musc {
+
+struct MuscEngine::Impl {
+  EngineOptions options;
+  std::unique_ptr<Backbone> backbone;
+};
+
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  // Seconds since construction or the previous Lap.
+  double Lap() {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - start_).count();
+    start_ = now;
+    return s;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+// InvalidArgument naming the image (by its position in the call) when it cannot be scored.
+absl::Status ValidateImage(const ImageView& image, size_t index);
+// H×W×C float32 in [0,1] (a copy: the caller's buffer is only borrowed for the call).
+at::Tensor ToFloatImage(const ImageView& image);
+// LibTorch's exceptions stop at the core's edge as Internal errors naming the stage.
+absl::Status FromTorchError(const c10::Error& e, const char* stage);
+
+}  // namespace musc
+
+#endif  // MUSC_CORE_ENGINE_INTERNAL_H_

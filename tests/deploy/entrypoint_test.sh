@@ -16,6 +16,11 @@ passed=0
 failed=0
 fail() { echo "FAIL: $*" >&2; failed=$((failed + 1)); }
 ok() { passed=$((passed + 1)); }
+expect() {  # expect DESCRIPTION COMMAND...: COMMAND succeeds.
+  local what="$1"; shift
+  if "$@"; then ok; else fail "$what"; fi
+}
+absent() { [[ ! -e "$1" ]]; }
 
 # Stand-ins: the server records its argv; fetch records its argv and fails for "broken".
 cat >"$tmp/server" <<'STUB'
@@ -53,7 +58,7 @@ expect_status() {
 run flags -- --products /etc/musc/products.yaml --listen 0.0.0.0:50051
 expect_status flags 0
 expect_file flags server $'--products\n/etc/musc/products.yaml\n--listen\n0.0.0.0:50051'
-[[ -e "$tmp/flags.fetch" ]] && fail "flags: fetched without MUSC_FETCH_WEIGHTS" || ok
+expect "flags: fetched without MUSC_FETCH_WEIGHTS" absent "$tmp/flags.fetch"
 
 # 2. No arguments at all (CMD overridden with nothing): still the server.
 run noargs --
@@ -71,14 +76,14 @@ expect_file fetch server $'--products\np.yaml'
 run broken "MUSC_FETCH_WEIGHTS=darknet-tiny broken clip-vit-b-16" -- --products p.yaml
 expect_status broken 1
 expect_file broken fetch "darknet-tiny $tmp/models"$'\n'"broken $tmp/models"
-[[ -e "$tmp/broken.server" ]] && fail "broken: server started after a failed fetch" || ok
-grep -q "Mount the weights" "$tmp/broken.out" && ok || fail "broken: no hint in $(cat "$tmp/broken.out")"
+expect "broken: server started after a failed fetch" absent "$tmp/broken.server"
+expect "broken: no hint in $(cat "$tmp/broken.out")" grep -q "Mount the weights" "$tmp/broken.out"
 
 # 5. fetch-weights subcommand: fetches the named models (or MUSC_FETCH_WEIGHTS), never the server.
 run sub -- fetch-weights a b
 expect_status sub 0
 expect_file sub fetch "a $tmp/models"$'\n'"b $tmp/models"
-[[ -e "$tmp/sub.server" ]] && fail "sub: started the server" || ok
+expect "sub: started the server" absent "$tmp/sub.server"
 run subenv MUSC_FETCH_WEIGHTS=c -- fetch-weights
 expect_file subenv fetch "c $tmp/models"
 run subnone -- fetch-weights
@@ -87,7 +92,7 @@ expect_status subnone 2
 # 6. Any other command is exec'd as given.
 run other -- printf '%s|' one "two words"
 expect_status other 0
-[[ "$(cat "$tmp/other.out")" == "one|two words|" ]] && ok || fail "other: got '$(cat "$tmp/other.out")'"
+expect "other: got '$(cat "$tmp/other.out")'" test "$(cat "$tmp/other.out")" = "one|two words|"
 
 # 7. The real fetch-weights.sh: a model with seeded random weights needs no download.
 status=0
@@ -95,13 +100,13 @@ env -i PATH="$PATH" HOME="$tmp" MUSC_SERVER_BIN="$tmp/server" STUB_LOG="$tmp/rea
   MUSC_FETCH_WEIGHTS_SCRIPT="$repo/scripts/fetch-weights.sh" MUSC_WEIGHTS_DIR="$tmp/models" \
   MUSC_FETCH_WEIGHTS=vit-tiny-random "$entry" --products x.yaml >"$tmp/real.out" 2>&1 || status=$?
 expect_status real 0
-grep -q "nothing to fetch" "$tmp/real.out" && ok || fail "real: $(cat "$tmp/real.out")"
+expect "real: $(cat "$tmp/real.out")" grep -q "nothing to fetch" "$tmp/real.out"
 expect_file real server $'--products\nx.yaml'
 
 # 8. Static: bash syntax, and shellcheck where installed.
-bash -n "$entry" && ok || fail "bash -n $entry"
+expect "bash -n $entry" bash -n "$entry"
 if command -v shellcheck >/dev/null; then
-  shellcheck "$entry" && ok || fail "shellcheck $entry"
+  expect "shellcheck $entry" shellcheck "$entry"
 fi
 
 echo "$passed passed, $failed failed"

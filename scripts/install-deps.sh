@@ -59,6 +59,16 @@ else
   echo "install-deps: all ${#wanted[@]} packages already installed"
 fi
 
+# The deployment checks run on Node.js (kubernetes-models, yaml). Machines of this kind ship
+# NodeSource's nodejs (with its own npm); Debian's npm package would conflict with it, so Debian's
+# nodejs + npm are installed only where no node exists at all.
+if [[ "$mode" == build ]] && ! command -v node >/dev/null 2>&1; then
+  echo "install-deps: installing Debian's nodejs and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+
 # LibTorch's GEMMs go through the system libblas.so.3. Debian's default alternative may be the
 # reference BLAS (~25x slower), and libopenblas0-pthread (if present) fights LibTorch's OpenMP
 # threads. Select the OpenMP OpenBLAS explicitly for both BLAS and LAPACK.

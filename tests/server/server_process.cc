@@ -19,7 +19,15 @@ namespace musc::testing {
 
 std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_yaml,
                                                     const std::vector<std::string>& extra_flags) {
+  return Start(products_yaml, extra_flags, ClientOptions());
+}
+
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& products_yaml,
+                                                    const std::vector<std::string>& extra_flags,
+                                                    const ClientOptions& client_options) {
   auto server = std::unique_ptr<ServerProcess>(new ServerProcess());
+  server->client_options_ = client_options;
+  server->client_options_.deadline = std::chrono::seconds(60);
   char dir_template[] = "/tmp/musc-server-test-XXXXXX";
   server->dir_ = mkdtemp(dir_template);
   const std::string products = server->dir_ + "/products.yaml";
@@ -97,8 +105,10 @@ ServerProcess::~ServerProcess() {
 }
 
 std::unique_ptr<MuscClient> ServerProcess::Connect() const {
-  ClientOptions options;
-  options.deadline = std::chrono::seconds(60);
+  return MuscClient::Connect(address(), client_options_);
+}
+
+std::unique_ptr<MuscClient> ServerProcess::Connect(const ClientOptions& options) const {
   return MuscClient::Connect(address(), options);
 }
 

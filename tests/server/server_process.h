@@ -18,6 +18,11 @@ class ServerProcess {
   // Waits until the port file appears and health says SERVING (fails the test otherwise).
   static std::unique_ptr<ServerProcess> Start(const std::string& products_yaml,
                                               const std::vector<std::string>& extra_flags = {});
+  // The same for a server that needs client credentials (TLS, tokens): Start and Connect() use
+  // `client_options` (its deadline is raised to 60 s as for the others).
+  static std::unique_ptr<ServerProcess> Start(const std::string& products_yaml,
+                                              const std::vector<std::string>& extra_flags,
+                                              const ClientOptions& client_options);
   ~ServerProcess();  // SIGKILL if still running.
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -27,6 +32,8 @@ class ServerProcess {
   std::string ScrapeMetrics() const;
   pid_t pid() const { return pid_; }
   std::unique_ptr<MuscClient> Connect() const;
+  // A client with other options (credentials, token) than the ones Start was given.
+  std::unique_ptr<MuscClient> Connect(const ClientOptions& options) const;
   // Sends SIGTERM and waits; returns the exit status (as from waitpid), or -1 on timeout.
   int Terminate(double timeout_seconds);
   const std::string& log_path() const { return log_path_; }
@@ -36,6 +43,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   int port_ = 0;
   int metrics_port_ = 0;
+  ClientOptions client_options_;
   std::string dir_;
   std::string log_path_;
 };

@@ -23,7 +23,7 @@ build_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   prometheus-cpp-dev
-  openssl
+  libssl-dev openssl
   # Real peers for the tests: a Prometheus server + promtool, nginx as the gRPC proxy,
   # yamllint and Node.js's npm for the deployment manifests.
   prometheus nginx-light yamllint
@@ -35,6 +35,7 @@ runtime_packages=(
   libtorch1.13 libgrpc++1.51 libprotobuf32
   libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406
   libyaml-cpp0.7 libabsl20220623 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
+  libssl3
 )
 
 if [[ "$mode" == runtime ]]; then

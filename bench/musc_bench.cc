@@ -1,10 +1,12 @@
 // musc-bench: offline benchmarks of the MuSc core and a demo batch on real images.
 //   musc-bench msm   [--quick] [--budget-mib B] [--threads T]
 //   musc-bench demo  --data DIR [--model M] [--weights DIR] [--size S] [--limit N] [--out DIR]
+//   musc-bench line  --data DIR [--model M] [--weights DIR | --random-weights] [--bank M]
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "bench/demo_batch.h"
+#include "bench/line_benchmark.h"
 #include "bench/msm_benchmark.h"
 
 int main(int argc, char** argv) {
@@ -40,7 +42,23 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--threads", demo.engine.intra_op_threads, "intra-op threads");
   demo_cmd->add_option("--budget-mib", demo_budget_mib, "MSM block budget in MiB");
 
+  musc::LineBenchmarkOptions line;
+  line.engine.intra_op_threads = 0;
+  CLI::App* line_cmd = app.add_subcommand(
+      "line", "line-mode latency per image vs a batch; last line line_p50_ms=...");
+  line_cmd->add_option("--data", line.data_dir, "folder of images (recursive)")->required();
+  line_cmd->add_option("--model", line.engine.backbone.model, "backbone model name");
+  line_cmd->add_option("--weights", line.engine.backbone.weights_path, "weights file or folder");
+  line_cmd->add_flag("--random-weights", line.engine.backbone.random_weights,
+                     "ViT: seeded random weights (timing only; scores are meaningless)");
+  line_cmd->add_option("--size", line.engine.backbone.input_size, "input size S (0 = default)");
+  line_cmd->add_option("--layers", line.engine.backbone.layers, "feature layers (1-based)");
+  line_cmd->add_option("--bank", line.bank_size, "bank size M")->capture_default_str();
+  line_cmd->add_option("--scored", line.scored, "images timed")->capture_default_str();
+  line_cmd->add_option("--threads", line.engine.intra_op_threads, "intra-op threads");
+
   CLI11_PARSE(app, argc, argv);
+  if (line_cmd->parsed()) return musc::RunLineBenchmark(line);
 
   if (msm_cmd->parsed()) {
     msm.block_budget_bytes = msm_budget_mib << 20;

@@ -1,14 +1,18 @@
 #include "client/evaluation.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "client/line_replay.h"
 #include "client/map_codec.h"
 #include "client/metrics.h"
 
@@ -52,7 +56,66 @@ absl::StatusOr<EvaluationReport> Evaluate(MuscClient& client, const EvalSet& set
   int first_width = -1, first_height = -1;
   bool any_mask = false;
 
-  for (size_t begin = 0; begin < n; begin += batch) {
+  // Label-free decisions as the server made them, against the labels.
+  int64_t decided = 0, true_positives = 0, predicted_positives = 0, actual_positives = 0;
+  // One result: its score, label, map and mask join the evaluation (maps in the image's order).
+  std::vector<size_t> order_of_maps;
+  auto consume = [&](size_t i, const v1::ImageResult& result) -> absl::Status {
+    image_scores[i] = result.final_score();
+    image_labels[i] = set.images[i].anomalous;
+    if (result.has_decision() && result.decision().decided()) {
+      ++decided;
+      predicted_positives += result.decision().is_anomalous() ? 1 : 0;
+      actual_positives += set.images[i].anomalous ? 1 : 0;
+      true_positives += result.decision().is_anomalous() && set.images[i].anomalous ? 1 : 0;
+    }
+    cv::Mat values;
+    if (absl::Status s = DecodeMap(result.map(), &values); !s.ok()) return s;
+    if (map_size == 0) map_size = values.cols;
+    if (values.cols != map_size || values.rows != map_size) {
+      return absl::InternalError("maps of one evaluation differ in size");
+    }
+    absl::StatusOr<cv::Mat> mask = MaskAtModelSize(set.images[i].mask_path, map_size);
+    if (!mask.ok()) return mask.status();
+    any_mask = any_mask || !set.images[i].mask_path.empty();
+    pixel_maps.insert(pixel_maps.end(), values.ptr<float>(), values.ptr<float>() + values.total());
+    pixel_masks.insert(pixel_masks.end(), mask->data, mask->data + mask->total());
+    order_of_maps.push_back(i);
+    return absl::OkStatus();
+  };
+
+  std::vector<double> line_latencies;
+  if (options.line_mode) {
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), size_t{0});
+    if (options.shuffle_seed != 0) {
+      std::mt19937_64 rng(options.shuffle_seed);
+      std::shuffle(order.begin(), order.end(), rng);
+    }
+    std::vector<EncodedImage> images;
+    for (size_t i : order) {
+      absl::StatusOr<std::string> bytes = ReadBytes(set.images[i].path);
+      if (!bytes.ok()) return bytes.status();
+      images.push_back({set.images[i].id, *std::move(bytes), {}});
+    }
+    LineReplayOptions replay;
+    replay.product = options.product;
+    replay.map_options.set_encoding(v1::FLOAT16);
+    replay.map_options.set_model_resolution(true);
+    size_t answered = 0;
+    absl::StatusOr<LineReplayResult> line =
+        ReplayLine(client, images, replay, [&](size_t, const v1::ScoreImageResponse&, double) {
+          if (options.progress) std::fprintf(stderr, "\reval (line): %zu/%zu   ", ++answered, n);
+        });
+    if (!line.ok()) return line.status();
+    for (size_t k = 0; k < n; ++k) {
+      if (absl::Status s = consume(order[k], line->responses[k].result()); !s.ok()) return s;
+      if (k >= static_cast<size_t>(line->warmup_images)) {
+        line_latencies.push_back(line->latency_seconds[k]);
+      }
+    }
+  }
+  for (size_t begin = 0; begin < (options.line_mode ? 0 : n); begin += batch) {
     const size_t end = std::min(n, begin + batch);
     std::vector<EncodedImage> images;
     for (size_t i = begin; i < end; ++i) {
@@ -113,26 +176,45 @@ absl::StatusOr<EvaluationReport> Evaluate(MuscClient& client, const EvalSet& set
           absl::StrCat("expected ", end - begin, " results, got ", results.size()));
     }
     for (const auto& [index, result] : results) {
-      const size_t i = begin + index;
-      image_scores[i] = result.final_score();
-      image_labels[i] = set.images[i].anomalous;
-      cv::Mat values;
-      if (absl::Status s = DecodeMap(result.map(), &values); !s.ok()) return s;
-      if (map_size == 0) map_size = values.cols;
-      if (values.cols != map_size || values.rows != map_size) {
-        return absl::InternalError("maps of one evaluation differ in size");
-      }
-      absl::StatusOr<cv::Mat> mask = MaskAtModelSize(set.images[i].mask_path, map_size);
-      if (!mask.ok()) return mask.status();
-      any_mask = any_mask || !set.images[i].mask_path.empty();
-      pixel_maps.insert(pixel_maps.end(), values.ptr<float>(),
-                        values.ptr<float>() + values.total());
-      pixel_masks.insert(pixel_masks.end(), mask->data, mask->data + mask->total());
+      if (absl::Status s = consume(begin + index, result); !s.ok()) return s;
     }
   }
   if (options.progress) std::fprintf(stderr, "\n");
 
   EvaluationReport report;
+  if (decided > 0) {
+    report.has_decisions = true;
+    report.decided_images = decided;
+    report.decision_precision =
+        predicted_positives == 0 ? 0 : static_cast<double>(true_positives) / predicted_positives;
+    report.decision_recall =
+        actual_positives == 0 ? 0 : static_cast<double>(true_positives) / actual_positives;
+    const double pr = report.decision_precision + report.decision_recall;
+    report.decision_f1 = pr == 0 ? 0 : 2 * report.decision_precision * report.decision_recall / pr;
+  }
+  if (!line_latencies.empty()) {
+    std::sort(line_latencies.begin(), line_latencies.end());
+    auto at = [&](double q) {
+      return line_latencies[std::min(line_latencies.size() - 1,
+                                     static_cast<size_t>(q * line_latencies.size()))];
+    };
+    report.line_latency_p50 = at(0.5);
+    report.line_latency_p99 = at(0.99);
+  }
+  // Pixel maps were collected in result order; PRO and the pixel metrics need them by image, so
+  // put them back in the set's order.
+  if (any_mask || !pixel_maps.empty()) {
+    const size_t per_map = static_cast<size_t>(map_size) * static_cast<size_t>(map_size);
+    std::vector<float> maps_sorted(pixel_maps.size());
+    std::vector<uint8_t> masks_sorted(pixel_masks.size());
+    for (size_t k = 0; k < order_of_maps.size(); ++k) {
+      const size_t i = order_of_maps[k];
+      std::copy_n(pixel_maps.begin() + k * per_map, per_map, maps_sorted.begin() + i * per_map);
+      std::copy_n(pixel_masks.begin() + k * per_map, per_map, masks_sorted.begin() + i * per_map);
+    }
+    pixel_maps.swap(maps_sorted);
+    pixel_masks.swap(masks_sorted);
+  }
   report.n_images = static_cast<int64_t>(n);
   report.map_size = map_size;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

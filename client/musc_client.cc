@@ -1,9 +1,13 @@
 #include "client/musc_client.h"
 
 #include <algorithm>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -12,6 +16,96 @@ namespace musc {
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+std::string ProductOfSessionId(const std::string& session_id) {
+  const size_t colon = session_id.rfind(':');
+  return colon == std::string::npos ? std::string() : session_id.substr(0, colon);
+}
+
+namespace {
+
+// Product names are 1..128 of [A-Za-z0-9._-] on the server; anything else is not sent as a header
+// (gRPC refuses some header values outright), and the server answers NOT_FOUND for it anyway.
+bool IsHeaderSafeProduct(const std::string& product) {
+  if (product.empty() || product.size() > 128) return false;
+  for (const char c : product) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// FromGrpc for this client's calls. A call cut off after its response had started — the replica
+// behind a proxy died mid-stream, and the proxy reset the HTTP/2 stream — reaches us from gRPC's
+// transport as INTERNAL "Received RST_STREAM with error code 2", which says nothing useful and is
+// not retried. It is a transport failure, like a refused connection: report it as UNAVAILABLE
+// with a message that says so, so that callers (and the retries here, for calls that are safe to
+// repeat) treat it as they treat a lost connection. A server's own INTERNAL never has that text.
+absl::Status FromGrpcCall(const grpc::Status& status) {
+  absl::Status s = FromGrpc(status);
+  if (s.code() == absl::StatusCode::kInternal &&
+      absl::StartsWith(s.message(), "Received RST_STREAM")) {
+    return absl::UnavailableError(
+        absl::StrCat("the call was cut off mid-stream (", s.message(),
+                     "): the connection or the server replica behind a proxy was lost"));
+  }
+  return s;
+}
+
+}  // namespace
+
+namespace {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsChannelCredentials(
+    const TlsFiles& files) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError("a client certificate and its key go together");
+  }
+  grpc::SslCredentialsOptions options;
+  if (!files.ca.empty()) {
+    absl::StatusOr<std::string> pem = ReadWholeFile("CA file", files.ca);
+    if (!pem.ok()) return pem.status();
+    options.pem_root_certs = *std::move(pem);
+  }
+  if (!files.cert.empty()) {
+    absl::StatusOr<std::string> pem = ReadWholeFile("client certificate", files.cert);
+    if (!pem.ok()) return pem.status();
+    options.pem_cert_chain = *std::move(pem);
+    pem = ReadWholeFile("client key", files.key);
+    if (!pem.ok()) return pem.status();
+    options.pem_private_key = *std::move(pem);
+  }
+  return grpc::SslCredentials(options);
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadWholeFile("token file", path);
+  if (!text.ok()) return text.status();
+  const std::string token(absl::StripAsciiWhitespace(*text));
+  // The token itself is never part of a message.
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
+  }
+  for (const char c : token) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (absl::ascii_isspace(u) || absl::ascii_iscntrl(u)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token file ", path, " holds more than one word; it must hold the token only"));
+    }
+  }
+  return token;
 }
 
 std::unique_ptr<MuscClient> MuscClient::Connect(const std::string& target, ClientOptions options) {
@@ -26,20 +120,24 @@ MuscClient::MuscClient(std::shared_ptr<grpc::Channel> channel, ClientOptions opt
       options_(std::move(options)),
       stub_(v1::MuscService::NewStub(channel_)) {}
 
-std::unique_ptr<grpc::ClientContext> MuscClient::NewContext(
-    std::chrono::milliseconds deadline) const {
+std::unique_ptr<grpc::ClientContext> MuscClient::NewContext(std::chrono::milliseconds deadline,
+                                                            const std::string& product) const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + deadline);
+  if (IsHeaderSafeProduct(product)) context->AddMetadata(kProductHeader, product);
+  if (!options_.bearer_token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.bearer_token);
+  }
   return context;
 }
 
 template <typename Call>
-absl::Status MuscClient::WithRetries(Call call) {
+absl::Status MuscClient::WithRetries(const std::string& product, Call call) {
   std::chrono::milliseconds backoff = options_.initial_backoff;
   absl::Status status;
   for (int attempt = 1; attempt <= std::max(1, options_.max_attempts); ++attempt) {
-    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
-    status = FromGrpc(call(context.get()));
+    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline, product);
+    status = FromGrpcCall(call(context.get()));
     if (status.code() != absl::StatusCode::kUnavailable) return status;
     std::this_thread::sleep_for(backoff);
     backoff *= 2;
@@ -49,7 +147,8 @@ absl::Status MuscClient::WithRetries(Call call) {
 
 absl::StatusOr<std::vector<v1::Product>> MuscClient::ListProducts() {
   v1::ListProductsResponse response;
-  absl::Status s = WithRetries([&](grpc::ClientContext* c) {
+  // Any replica knows every product: no product header, so a proxy may pick any.
+  absl::Status s = WithRetries("", [&](grpc::ClientContext* c) {
     return stub_->ListProducts(c, v1::ListProductsRequest(), &response);
   });
   if (!s.ok()) return s;
@@ -60,23 +159,41 @@ absl::StatusOr<v1::Product> MuscClient::GetProduct(const std::string& name) {
   v1::GetProductRequest request;
   request.set_name(name);
   v1::Product response;
-  absl::Status s =
-      WithRetries([&](grpc::ClientContext* c) { return stub_->GetProduct(c, request, &response); });
+  absl::Status s = WithRetries(
+      name, [&](grpc::ClientContext* c) { return stub_->GetProduct(c, request, &response); });
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ScoreImageResponse> MuscClient::ScoreImage(const std::string& product,
+                                                              const EncodedImage& image,
+                                                              const v1::MapOptions& options) {
+  v1::ScoreImageRequest request;
+  request.set_product(product);
+  request.set_client_image_id(image.client_id);
+  request.set_data(image.bytes);
+  request.mutable_metadata()->insert(image.metadata.begin(), image.metadata.end());
+  *request.mutable_map_options() = options;
+  v1::ScoreImageResponse response;
+  // The first images of a line wait for the warm-up batch: allow the stream deadline.
+  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.stream_deadline, product);
+  absl::Status s = FromGrpcCall(stub_->ScoreImage(context.get(), request, &response));
   if (!s.ok()) return s;
   return response;
 }
 
 absl::StatusOr<v1::Session> MuscClient::CreateSession(const v1::CreateSessionRequest& request) {
   v1::Session response;
-  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
-  absl::Status s = FromGrpc(stub_->CreateSession(context.get(), request, &response));
+  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline, request.product());
+  absl::Status s = FromGrpcCall(stub_->CreateSession(context.get(), request, &response));
   if (!s.ok()) return s;
   return response;
 }
 
 absl::StatusOr<std::vector<v1::ImageAck>> MuscClient::AddImages(
     const std::string& session_id, const std::vector<EncodedImage>& images) {
-  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
+  std::unique_ptr<grpc::ClientContext> context =
+      NewContext(options_.deadline, ProductOfSessionId(session_id));
   auto stream = stub_->AddImages(context.get());
   // Write on a second thread while this one reads acknowledgements: the server pauses reading
   // when too many acknowledgements are unread, so one thread doing both could stall.
@@ -105,7 +222,7 @@ absl::StatusOr<std::vector<v1::ImageAck>> MuscClient::AddImages(
   v1::ImageAck ack;
   while (stream->Read(&ack)) acks.push_back(ack);
   writer.join();
-  absl::Status s = FromGrpc(stream->Finish());
+  absl::Status s = FromGrpcCall(stream->Finish());
   if (!s.ok()) return s;
   return acks;
 }
@@ -115,8 +232,9 @@ absl::StatusOr<v1::Session> MuscClient::SealSession(const std::string& session_i
   request.set_session_id(session_id);
   v1::Session response;
   // Sealing is idempotent on the server, so a retry is safe.
-  absl::Status s = WithRetries(
-      [&](grpc::ClientContext* c) { return stub_->SealSession(c, request, &response); });
+  absl::Status s = WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
+    return stub_->SealSession(c, request, &response);
+  });
   if (!s.ok()) return s;
   return response;
 }
@@ -125,8 +243,9 @@ absl::StatusOr<v1::Session> MuscClient::CancelSession(const std::string& session
   v1::CancelSessionRequest request;
   request.set_session_id(session_id);
   v1::Session response;
-  absl::Status s = WithRetries(
-      [&](grpc::ClientContext* c) { return stub_->CancelSession(c, request, &response); });
+  absl::Status s = WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
+    return stub_->CancelSession(c, request, &response);
+  });
   if (!s.ok()) return s;
   return response;
 }
@@ -135,8 +254,9 @@ absl::StatusOr<v1::Session> MuscClient::GetSession(const std::string& session_id
   v1::GetSessionRequest request;
   request.set_session_id(session_id);
   v1::Session response;
-  absl::Status s =
-      WithRetries([&](grpc::ClientContext* c) { return stub_->GetSession(c, request, &response); });
+  absl::Status s = WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
+    return stub_->GetSession(c, request, &response);
+  });
   if (!s.ok()) return s;
   return response;
 }
@@ -148,7 +268,7 @@ absl::StatusOr<std::vector<v1::Session>> MuscClient::ListSessions(
   for (v1::SessionState s : states) request.add_states(s);
   v1::ListSessionsResponse response;
   absl::Status s = WithRetries(
-      [&](grpc::ClientContext* c) { return stub_->ListSessions(c, request, &response); });
+      product, [&](grpc::ClientContext* c) { return stub_->ListSessions(c, request, &response); });
   if (!s.ok()) return s;
   return std::vector<v1::Session>(response.sessions().begin(), response.sessions().end());
 }
@@ -162,7 +282,8 @@ absl::Status MuscClient::StreamResults(
   std::set<uint32_t> delivered;  // Result indices already handed to on_event.
   std::chrono::milliseconds backoff = options_.initial_backoff;
   for (int attempt = 1;; ++attempt) {
-    std::unique_ptr<grpc::ClientContext> context = NewContext(options_.stream_deadline);
+    std::unique_ptr<grpc::ClientContext> context =
+        NewContext(options_.stream_deadline, ProductOfSessionId(session_id));
     auto reader = stub_->StreamResults(context.get(), request);
     v1::ResultEvent event;
     bool finished = false;
@@ -171,7 +292,7 @@ absl::Status MuscClient::StreamResults(
       finished = finished || event.has_finished();
       on_event(event);
     }
-    absl::Status s = FromGrpc(reader->Finish());
+    absl::Status s = FromGrpcCall(reader->Finish());
     if (s.ok() && !finished) {
       return absl::InternalError("result stream ended without a final event");
     }
@@ -186,7 +307,7 @@ absl::StatusOr<bool> MuscClient::IsServing(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline);
+  std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline, "");
   absl::Status s = FromGrpc(health->Check(context.get(), request, &response));
   if (!s.ok()) return s;
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;

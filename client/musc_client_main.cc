@@ -5,15 +5,25 @@
 //                        [--json] [--threshold T] [--quiet]
 //   musc-client eval     --server HOST:PORT --product P --data DIR [--category C] [--batch N]
 //                        [--json]
+//                        [--line [--seed S]]
+//   musc-client line     --server HOST:PORT --product P --images DIR_OR_FILES... [--rate R]
+//                        [--json] [--out DIR]
 //   musc-client bench    --server HOST:PORT --product P --images DIR --sessions K --batch N
+//   musc-client hash-token < TOKEN_FILE      (the sha256 to put in the server's tokens file)
+// Security (every command): --tls_ca FILE [--tls_cert FILE --tls_key FILE] (or --tls for the
+// system's roots); the bearer token from --token_file FILE or the MUSC_TOKEN environment variable.
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,8 +33,10 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/evaluation.h"
+#include "client/line_replay.h"
 #include "client/map_codec.h"
 #include "client/musc_client.h"
 
@@ -259,12 +271,34 @@ int Eval(MuscClient& client, const EvalCommand& c) {
       std::printf("pixel  AUROC %.4f  AP %.4f  F1-max %.4f  PRO %.4f\n", r->pixel_auroc,
                   r->pixel_ap, r->pixel_f1max, r->pro);
     }
+    if (r->has_decisions) {
+      std::printf(
+          "label-free decisions on %lld images: precision %.4f  recall %.4f  F1 %.4f "
+          "(oracle F1-max %.4f)\n",
+          static_cast<long long>(r->decided_images), r->decision_precision, r->decision_recall,
+          r->decision_f1, r->image_f1max);
+    }
+    if (c.options.line_mode) {
+      std::printf("line latency p50 %.1f ms  p99 %.1f ms (after warm-up)\n",
+                  1000 * r->line_latency_p50, 1000 * r->line_latency_p99);
+    }
   }
   nlohmann::json j = {{"image_auroc", r->image_auroc},
                       {"image_ap", r->image_ap},
                       {"image_f1max", r->image_f1max},
                       {"n_images", r->n_images},
                       {"seconds", r->seconds}};
+  j["mode"] = c.options.line_mode ? "line" : "batch";
+  if (r->has_decisions) {
+    j["decided_images"] = r->decided_images;
+    j["decision_precision"] = r->decision_precision;
+    j["decision_recall"] = r->decision_recall;
+    j["decision_f1"] = r->decision_f1;
+  }
+  if (c.options.line_mode) {
+    j["line_latency_p50"] = r->line_latency_p50;
+    j["line_latency_p99"] = r->line_latency_p99;
+  }
   if (r->has_pixel_metrics) {
     j["pixel_auroc"] = r->pixel_auroc;
     j["pixel_ap"] = r->pixel_ap;
@@ -277,13 +311,6 @@ int Eval(MuscClient& client, const EvalCommand& c) {
   return 0;
 }
 
-struct BenchCommand {
-  std::string product;
-  std::vector<std::string> images;
-  int sessions = 4;
-  int batch = 16;
-};
-
 double Percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -291,8 +318,95 @@ double Percentile(std::vector<double> v, double q) {
   return v[k];
 }
 
+struct LineCommand {
+  std::string product;
+  std::vector<std::string> images;
+  double rate = 0;
+  bool json = false;
+  std::string out_dir;
+};
+
+// Replays a folder as a production line: each image scored on arrival, a verdict per part.
+int Line(MuscClient& client, const LineCommand& c) {
+  const std::vector<fs::path> files = ExpandImages(c.images);
+  if (files.empty()) {
+    std::fprintf(stderr, "musc-client: no image files found\n");
+    return 2;
+  }
+  std::vector<EncodedImage> images;
+  for (const fs::path& f : files) images.push_back({f.filename().string(), ReadFile(f), {}});
+  LineReplayOptions options;
+  options.product = c.product;
+  options.rate = c.rate;
+  options.map_options.set_encoding(c.out_dir.empty() ? v1::MAP_NONE : v1::FLOAT16);
+  if (!c.out_dir.empty()) fs::create_directories(c.out_dir);
+  int anomalous = 0;
+  absl::StatusOr<LineReplayResult> result = ReplayLine(
+      client, images, options,
+      [&](size_t, const v1::ScoreImageResponse& response, double latency) {
+        const v1::ImageResult& r = response.result();
+        const v1::Decision& d = r.decision();
+        anomalous += d.decided() && d.is_anomalous() ? 1 : 0;
+        if (c.json) {
+          nlohmann::json j = {{"image", r.client_image_id()},
+                              {"sequence", r.index()},
+                              {"raw_score", r.raw_score()},
+                              {"latency_ms", 1000 * latency},
+                              {"bank_images", response.line().bank_images()},
+                              {"warmup", response.line().warmup()},
+                              {"admitted", response.line().admitted()}};
+          if (r.has_decision()) {
+            j["decided"] = d.decided();
+            j["is_anomalous"] = d.is_anomalous();
+            j["threshold"] = d.threshold();
+            j["policy"] = d.policy();
+            j["alarm"] = d.alarm();
+          }
+          std::printf("%s\n", j.dump().c_str());
+        } else {
+          const char* verdict = !r.has_decision()  ? ""
+                                : !d.decided()     ? "  (no verdict yet)"
+                                : d.is_anomalous() ? "  ANOMALOUS"
+                                                   : "  ok";
+          std::printf("%-28s #%-5u raw %.4f%s%s  %.0f ms  bank %u%s\n", r.client_image_id().c_str(),
+                      r.index(), r.raw_score(), verdict,
+                      r.has_decision() && d.decided()
+                          ? absl::StrCat(" (threshold ", d.threshold(), ")").c_str()
+                          : "",
+                      1000 * latency, response.line().bank_images(),
+                      d.alarm() ? "  ALARM: many recent parts anomalous" : "");
+        }
+        std::fflush(stdout);
+        if (!c.out_dir.empty() && r.has_map()) {
+          cv::Mat values;
+          if (DecodeMap(r.map(), &values).ok()) {
+            const std::string stem = fs::path(r.client_image_id()).replace_extension().string();
+            cv::imwrite((fs::path(c.out_dir) / (stem + "_map.tiff")).string(), values);
+          }
+        }
+      });
+  if (!result.ok()) return Fail("line", result.status());
+  std::vector<double> latencies(result->latency_seconds.begin() + result->warmup_images,
+                                result->latency_seconds.end());
+  if (!c.json) {
+    std::printf(
+        "\n%zu images in %.1f s (%d in the warm-up batch); latency after warm-up p50 %.0f ms, "
+        "p99 %.0f ms; %d judged anomalous\n",
+        images.size(), result->seconds, result->warmup_images, 1000 * Percentile(latencies, 0.5),
+        1000 * Percentile(latencies, 0.99), anomalous);
+  }
+  return 0;
+}
+
+struct BenchCommand {
+  std::string product;
+  std::vector<std::string> images;
+  int sessions = 4;
+  int batch = 16;
+};
+
 // A load generator: K concurrent sessions of N images each, through K client connections.
-int Bench(const std::string& server, const BenchCommand& c) {
+int Bench(const std::string& server, const ClientOptions& options, const BenchCommand& c) {
   const std::vector<fs::path> files = ExpandImages(c.images);
   if (files.empty()) {
     std::fprintf(stderr, "musc-client: no image files found\n");
@@ -308,7 +422,7 @@ int Bench(const std::string& server, const BenchCommand& c) {
   std::vector<std::thread> threads;
   for (int k = 0; k < c.sessions; ++k) {
     threads.emplace_back([&, k] {
-      std::unique_ptr<MuscClient> client = MuscClient::Connect(server);
+      std::unique_ptr<MuscClient> client = MuscClient::Connect(server, options);
       std::vector<EncodedImage> images;
       for (int i = 0; i < c.batch; ++i) {
         images.push_back(
@@ -358,6 +472,55 @@ int Bench(const std::string& server, const BenchCommand& c) {
   return failures == 0 ? 0 : 1;
 }
 
+struct SecurityFlags {
+  bool tls = false;
+  TlsFiles tls_files;
+  std::string token_file;
+};
+
+// The connection options from the security flags. The token comes from a file or the MUSC_TOKEN
+// environment variable, never from a flag of its own: command lines are visible to every user of
+// the machine (ps, /proc).
+absl::StatusOr<ClientOptions> ClientOptionsFrom(const SecurityFlags& flags) {
+  ClientOptions options;
+  if (flags.tls || !flags.tls_files.ca.empty() || !flags.tls_files.cert.empty() ||
+      !flags.tls_files.key.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        TlsChannelCredentials(flags.tls_files);
+    if (!credentials.ok()) return credentials.status();
+    options.credentials = *std::move(credentials);
+  }
+  if (!flags.token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(flags.token_file);
+    if (!token.ok()) return token.status();
+    options.bearer_token = *std::move(token);
+  } else if (const char* env = std::getenv("MUSC_TOKEN"); env != nullptr) {
+    options.bearer_token = std::string(absl::StripAsciiWhitespace(env));
+  }
+  return options;
+}
+
+// Prints the lowercase hex SHA-256 of the token read from stdin (surrounding whitespace removed,
+// as the client does when it sends a token), for the server's tokens file.
+int HashToken() {
+  const std::string input((std::istreambuf_iterator<char>(std::cin)),
+                          std::istreambuf_iterator<char>());
+  const std::string token(absl::StripAsciiWhitespace(input));
+  if (token.empty()) {
+    std::fprintf(stderr, "musc-client: hash-token: no token on stdin\n");
+    return 2;
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(token.data(), token.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+    std::fprintf(stderr, "musc-client: hash-token: SHA-256 failed\n");
+    return 1;
+  }
+  for (unsigned int i = 0; i < length; ++i) std::printf("%02x", digest[i]);
+  std::printf("\n");
+  return 0;
+}
+
 }  // namespace
 }  // namespace musc
 
@@ -366,6 +529,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string server = "127.0.0.1:50051";
   app.add_option("--server", server, "server address HOST:PORT")->capture_default_str();
+  musc::SecurityFlags security;
+  app.add_flag("--tls", security.tls, "use TLS, trusting the system's root certificates");
+  app.add_option("--tls_ca", security.tls_files.ca, "use TLS, trusting this CA (PEM)");
+  app.add_option("--tls_cert", security.tls_files.cert,
+                 "client certificate (PEM) for servers that require mutual TLS");
+  app.add_option("--tls_key", security.tls_files.key, "the key of --tls_cert (PEM)");
+  app.add_option("--token_file", security.token_file,
+                 "file holding the bearer token (default: the MUSC_TOKEN environment variable)");
 
   app.add_subcommand("health", "check the server's health (exit 0 when SERVING)");
   app.add_subcommand("products", "list the server's products");
@@ -388,19 +559,42 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--batch", eval.options.batch_size,
                        "images per session (0 = the whole split, as in the paper)");
   eval_cmd->add_flag("--json", eval.json, "print one JSON object with the metrics");
+  eval_cmd->add_flag("--line", eval.options.line_mode,
+                     "line mode: score one image at a time against the product's bank");
+  eval_cmd
+      ->add_option("--seed", eval.options.shuffle_seed,
+                   "line mode: the replay order's shuffle seed (0 = file order)")
+      ->capture_default_str();
+  musc::LineCommand line;
+  CLI::App* line_cmd = app.add_subcommand("line", "replay images as a line: a verdict per part");
+  line_cmd->add_option("--product", line.product, "product name (with line mode)")->required();
+  line_cmd->add_option("--images", line.images, "image files and/or folders")->required();
+  line_cmd->add_option("--rate", line.rate, "images per second (0 = back to back)")
+      ->capture_default_str();
+  line_cmd->add_flag("--json", line.json, "one JSON object per image");
+  line_cmd->add_option("--out", line.out_dir, "write each raw map (float TIFF) here");
   musc::BenchCommand bench;
   CLI::App* bench_cmd = app.add_subcommand("bench", "load generator: K concurrent sessions");
   bench_cmd->add_option("--product", bench.product, "product name")->required();
   bench_cmd->add_option("--images", bench.images, "image files and/or folders")->required();
   bench_cmd->add_option("--sessions", bench.sessions, "concurrent sessions")->capture_default_str();
   bench_cmd->add_option("--batch", bench.batch, "images per session")->capture_default_str();
+  app.add_subcommand("hash-token",
+                     "print the sha256 of the token on stdin, for the server's tokens file");
   CLI11_PARSE(app, argc, argv);
   if (*threshold_opt) score.threshold = threshold;
-  if (app.got_subcommand("bench")) return musc::Bench(server, bench);
+  if (app.got_subcommand("hash-token")) return musc::HashToken();
+  absl::StatusOr<musc::ClientOptions> options = musc::ClientOptionsFrom(security);
+  if (!options.ok()) {
+    std::fprintf(stderr, "musc-client: %s\n", options.status().ToString().c_str());
+    return 2;
+  }
+  if (app.got_subcommand("bench")) return musc::Bench(server, *options, bench);
 
-  std::unique_ptr<musc::MuscClient> client = musc::MuscClient::Connect(server);
+  std::unique_ptr<musc::MuscClient> client = musc::MuscClient::Connect(server, *options);
   if (app.got_subcommand("health")) return musc::Health(*client);
   if (app.got_subcommand("products")) return musc::Products(*client);
   if (app.got_subcommand("eval")) return musc::Eval(*client, eval);
+  if (app.got_subcommand("line")) return musc::Line(*client, line);
   return musc::Score(*client, score);
 }

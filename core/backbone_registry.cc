@@ -61,7 +61,7 @@ absl::StatusOr<std::unique_ptr<Backbone>> CreateBackbone(const BackboneOptions& 
   if (!config.ok()) return config.status();
   try {
     TensorMap weights;
-    if (spec->random_weights) {
+    if (spec->random_weights || options.random_weights) {
       weights = RandomVitWeights(*config, options.seed);
     } else {
       absl::StatusOr<std::string> path = ResolveWeightsFile(*spec, options.weights_path);

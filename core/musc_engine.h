@@ -39,6 +39,9 @@ struct BackboneOptions {
   uint64_t seed = 0;            // Random-weight models only.
   int64_t input_size = 0;       // S; 0 = the model's default.
   std::vector<int64_t> layers;  // 1-based feature layers; empty = the model's default.
+  // ViT models: seeded random weights instead of a file, for benchmarks (a forward pass costs the
+  // same whatever the values). Never for scoring: the features would be meaningless.
+  bool random_weights = false;
 };
 
 // How a batch is scored. Per batch, so products sharing a backbone share one engine.

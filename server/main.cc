@@ -8,8 +8,10 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -21,7 +23,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/musc_engine.h"
+#include "server/auth.h"
 #include "server/engine_pool.h"
+#include "server/line_runner.h"
 #include "server/log.h"
 #include "server/musc_service.h"
 #include "server/scheduler.h"
@@ -53,6 +57,24 @@ ABSL_FLAG(double, result_retention, 3600, "Seconds finished sessions stay readab
 ABSL_FLAG(double, shutdown_grace, 60,
           "On SIGTERM/SIGINT: seconds to finish queued and running batches before exiting");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Server certificate chain (PEM). With --tls_key: gRPC is served over TLS only");
+ABSL_FLAG(std::string, tls_key, "", "Private key of --tls_cert (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "CA certificates (PEM) for mutual TLS: every client must present a certificate that "
+          "chains to one of them (needs --tls_cert)");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "Tokens file (YAML; docs/SECURITY.md): calls then need 'authorization: Bearer <token>'. "
+          "Empty: no authentication, for trusted networks only");
+ABSL_FLAG(int, max_sessions_per_product, 1000,
+          "Unfinished (OPEN, SEALED, RUNNING) sessions one product may have; beyond: "
+          "RESOURCE_EXHAUSTED (0 = no limit)");
+ABSL_FLAG(int, max_concurrent_streams, 1000,
+          "AddImages, StreamResults and Inspect streams open at once; beyond: RESOURCE_EXHAUSTED "
+          "(0 = no limit)");
+ABSL_FLAG(int64_t, max_message_bytes, int64_t{16} << 20,
+          "Largest gRPC message received (an image chunk plus framing); beyond: "
+          "RESOURCE_EXHAUSTED from gRPC");
 
 namespace musc {
 namespace {
@@ -67,6 +89,63 @@ void WritePortFile(const std::string& path, int port) {
   const std::string tmp = path + ".tmp";
   std::ofstream(tmp) << port << "\n";
   std::rename(tmp.c_str(), path.c_str());
+}
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not PEM"));
+  }
+  return text.str();
+}
+
+// Insecure credentials, or TLS from --tls_cert/--tls_key (and mutual TLS with --tls_client_ca).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (cert.empty()) {
+    if (!client_ca.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  absl::StatusOr<std::string> pem = ReadPemFile("tls_cert", cert);
+  if (!pem.ok()) return pem.status();
+  pair.cert_chain = *std::move(pem);
+  pem = ReadPemFile("tls_key", key);
+  if (!pem.ok()) return pem.status();
+  pair.private_key = *std::move(pem);
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (client_ca.empty()) {
+    options.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+  } else {
+    pem = ReadPemFile("tls_client_ca", client_ca);
+    if (!pem.ok()) return pem.status();
+    options.pem_root_certs = *std::move(pem);
+    // Verified against the CA, including the validity period: no, expired or foreign
+    // certificates fail the handshake before any call is made.
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+// Whether host:port names a loopback interface only (where plaintext without tokens is fine).
+bool IsLoopbackAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
 // Serves ServerMetrics on its own HTTP port. Null when disabled by an empty address.
@@ -112,6 +191,41 @@ int Run() {
     LogError(products.status().ToString());
     return 1;
   }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentialsFromFlags();
+  if (!credentials.ok()) {
+    LogError(credentials.status().ToString());
+    return 2;
+  }
+  std::unique_ptr<Authenticator> authenticator;
+  if (!absl::GetFlag(FLAGS_auth_tokens).empty()) {
+    std::vector<std::string> names;
+    for (const ProductConfig& p : *products) names.push_back(p.name);
+    absl::StatusOr<std::unique_ptr<Authenticator>> loaded =
+        Authenticator::LoadFile(absl::GetFlag(FLAGS_auth_tokens), names);
+    if (!loaded.ok()) {
+      LogError(loaded.status().ToString());
+      return 1;
+    }
+    authenticator = *std::move(loaded);
+    LogInfo(absl::StrCat("authentication on: ", authenticator->size(), " token(s)"));
+  }
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  if (!IsLoopbackAddress(absl::GetFlag(FLAGS_listen)) && (!tls || authenticator == nullptr)) {
+    LogWarning(absl::StrCat("listening on ", absl::GetFlag(FLAGS_listen), " without ",
+                            !tls && authenticator == nullptr ? "TLS or tokens"
+                            : !tls                           ? "TLS"
+                                                             : "tokens",
+                            ": anyone who can reach this port can ",
+                            authenticator == nullptr ? "use every product" : "read the traffic",
+                            "; fine only on a trusted network (docs/SECURITY.md)"));
+  }
+  const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (max_message_bytes < 1024 || max_message_bytes > std::numeric_limits<int>::max()) {
+    LogError("--max_message_bytes must be between 1024 and 2^31-1");
+    return 2;
+  }
+
   DecodeLimits limits;
   limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
@@ -121,13 +235,16 @@ int Run() {
   // backbones load: orchestrators see a live process that is not ready yet.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  MuscServiceImpl service(limits);
+  ServiceGuards guards;
+  guards.authenticator = authenticator.get();
+  guards.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  MuscServiceImpl service(limits, guards);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &port);
   builder.RegisterService(&service);
   // Images arrive in chunks; a message holds at most one chunk plus framing.
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     LogError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
@@ -135,7 +252,11 @@ int Run() {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
-  LogInfo(absl::StrCat("listening on port ", port, " (NOT_SERVING while loading)"));
+  LogInfo(absl::StrCat("listening on port ", port,
+                       !tls                                         ? " (plaintext"
+                       : absl::GetFlag(FLAGS_tls_client_ca).empty() ? " (TLS"
+                                                                    : " (mutual TLS",
+                       ", NOT_SERVING while loading)"));
   WritePortFile(absl::GetFlag(FLAGS_port_file), port);
 
   // Metrics are up while the backbones load, so a slow start is visible on dashboards.
@@ -177,6 +298,8 @@ int Run() {
   session_options.retention = Millis(absl::GetFlag(FLAGS_result_retention));
   session_options.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes);
   session_options.max_sessions = static_cast<size_t>(absl::GetFlag(FLAGS_max_sessions));
+  session_options.max_sessions_per_product =
+      static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_sessions_per_product)));
   SessionManager sessions(*products, &scheduler, session_options, &metrics);
 
   std::set<std::string> backbones;
@@ -201,7 +324,21 @@ int Run() {
     return live;
   });
 
-  service.Activate(&sessions);
+  // Line-mode products each get a runner (their own bank and scoring thread).
+  LineRunners lines;
+  for (const ProductConfig& product : sessions.products()) {
+    if (!product.line) continue;
+    absl::StatusOr<std::unique_ptr<LineRunner>> runner =
+        LineRunner::Create(&product, (*engines)->ForProduct(product.name), &metrics);
+    if (!runner.ok()) {
+      LogError(absl::StrCat("product '", product.name, "': ", runner.status().ToString()));
+      server->Shutdown();
+      return 1;
+    }
+    lines[product.name] = *std::move(runner);
+  }
+
+  service.Activate(&sessions, &lines);
   health->SetServingStatus(true);
   LogInfo(absl::StrCat("SERVING on port ", port));
 
@@ -212,6 +349,9 @@ int Run() {
   sessions.StopAccepting();
   const int abandoned = scheduler.Drain(Millis(absl::GetFlag(FLAGS_shutdown_grace)));
   if (abandoned > 0) LogWarning(absl::StrCat(abandoned, " queued batch(es) were not scored"));
+  // Line images still queued are answered UNAVAILABLE (they never joined a bank: safe to resend).
+  // Before the gRPC server shuts down, so no answer reaches a call that is already gone.
+  lines.clear();
   // Give open result streams a moment to deliver what has just finished, then cut the rest.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   // The scheduler and sessions are destroyed before the metrics endpoint: stop reading them.

@@ -1,5 +1,6 @@
 #include "server/musc_service.h"
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -8,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/image_assembler.h"
+#include "server/log.h"
 
 namespace musc {
 namespace {
@@ -33,6 +35,106 @@ const absl::Status& WarmingUp() {
   return *status;
 }
 
+// The caller of one RPC, as authenticated, and the checks on what it may do. Refusals are
+// counted in musc_auth_failures_total and logged at debug level by the entry's name only.
+class Caller {
+ public:
+  Caller(Principal principal, ServerMetrics* metrics)
+      : principal_(std::move(principal)), metrics_(metrics) {}
+
+  // PERMISSION_DENIED unless the caller holds `permission` on `product`.
+  absl::Status May(Permission permission, const std::string& product) const {
+    absl::Status s = Authorize(principal_, permission, product);
+    if (!s.ok()) {
+      if (metrics_ != nullptr) metrics_->AuthFailure("permission_denied");
+      LogDebug(absl::StrCat("permission denied: ", s.message()));
+    }
+    return s;
+  }
+  // Whether listings may show `product` (and its sessions) to the caller.
+  bool Sees(const std::string& product) const { return principal_.MaySee(product); }
+
+ private:
+  Principal principal_;
+  ServerMetrics* metrics_;
+};
+
+// UNAUTHENTICATED unless authentication is off (everyone is then an anonymous admin) or the call
+// carries a configured token. Called after the warming-up check, so that orchestrators and
+// clients without a token see UNAVAILABLE, not UNAUTHENTICATED, while the server loads.
+absl::StatusOr<Caller> Authenticate(const Authenticator* authenticator,
+                                    const grpc::CallbackServerContext& context,
+                                    const SessionManager& sessions) {
+  if (authenticator == nullptr) {
+    Principal anonymous;
+    anonymous.name = "anonymous";
+    return Caller(std::move(anonymous), sessions.metrics());
+  }
+  absl::StatusOr<Principal> principal = authenticator->Authenticate(context);
+  if (!principal.ok()) {
+    if (sessions.metrics() != nullptr) sessions.metrics()->AuthFailure("unauthenticated");
+    LogDebug(absl::StrCat("unauthenticated call from ", context.peer(), ": ",
+                          principal.status().message()));
+    return principal.status();
+  }
+  return Caller(*std::move(principal), sessions.metrics());
+}
+
+// The product part of a session id "<product>:<hex>"; empty without a ':'.
+std::string SessionIdProduct(const std::string& id) {
+  const size_t colon = id.rfind(':');
+  return colon == std::string::npos ? std::string() : id.substr(0, colon);
+}
+
+// The session `id` for a caller that needs `permission` on its product. The permission is decided
+// from the id's product prefix before the lookup: a caller without access to that product gets
+// PERMISSION_DENIED whether or not the session exists, so it learns nothing about another
+// product's sessions (and an id without a prefix cannot exist: NOT_FOUND). The prefix is
+// authoritative because ids are minted by this server; the real product is checked after the
+// lookup all the same.
+absl::StatusOr<std::shared_ptr<Session>> FindSession(const SessionManager& sessions,
+                                                     const Caller& caller, Permission permission,
+                                                     const std::string& id) {
+  const std::string prefix = SessionIdProduct(id);
+  if (!prefix.empty()) {
+    if (absl::Status s = caller.May(permission, prefix); !s.ok()) return s;
+  }
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions.Get(id);
+  if (!session.ok()) return session.status();
+  if (absl::Status s = caller.May(permission, (*session)->product().name); !s.ok()) return s;
+  return session;
+}
+
+// One of --max_concurrent_streams, held by a streaming reactor and released when it is destroyed.
+class StreamSlot {
+ public:
+  explicit StreamSlot(std::atomic<int>* open) : open_(open) {}
+  StreamSlot(StreamSlot&& other) noexcept : open_(std::exchange(other.open_, nullptr)) {}
+  StreamSlot& operator=(StreamSlot&&) = delete;
+  ~StreamSlot() {
+    if (open_ != nullptr) open_->fetch_sub(1);
+  }
+
+ private:
+  std::atomic<int>* open_;
+};
+
+// A slot for a new stream, or RESOURCE_EXHAUSTED when `max` streams are open (0 = no limit).
+// Refusing at the start is cheap for the server and clear for the client, unlike a stream that
+// is accepted and then starved.
+absl::StatusOr<StreamSlot> AcquireStream(std::atomic<int>& open, int max,
+                                         const SessionManager& sessions) {
+  const int before = open.fetch_add(1);
+  StreamSlot slot(&open);
+  if (max > 0 && before >= max) {
+    if (sessions.metrics() != nullptr) sessions.metrics()->LimitRefused("concurrent_streams");
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server has ", max,
+                     " streams open, its maximum (--max_concurrent_streams); retry later"));
+  }
+  return slot;
+}
+
 // A streaming reactor that only reports an error.
 template <typename Base>
 class ErrorReactor final : public Base {
@@ -49,9 +151,8 @@ struct ResultCursor {
 
 // The next event a results stream should send, if any is ready. *is_final is set for the
 // closing SessionFinished event.
-absl::Status NextResultEvent(Session& session, const v1::MapOptions& options,
-                             ResultCursor& cursor, std::optional<v1::ResultEvent>* event,
-                             bool* is_final) {
+absl::Status NextResultEvent(Session& session, const v1::MapOptions& options, ResultCursor& cursor,
+                             std::optional<v1::ResultEvent>* event, bool* is_final) {
   *is_final = false;
   event->reset();
   const Session::Snapshot snap = session.snapshot();
@@ -89,8 +190,8 @@ class ResultsReactor final : public grpc::ServerWriteReactor<v1::ResultEvent>,
                              public SessionWatcher,
                              public std::enable_shared_from_this<ResultsReactor> {
  public:
-  ResultsReactor(std::shared_ptr<Session> session, v1::MapOptions options)
-      : session_(std::move(session)), options_(std::move(options)) {}
+  ResultsReactor(std::shared_ptr<Session> session, v1::MapOptions options, StreamSlot slot)
+      : session_(std::move(session)), options_(std::move(options)), slot_(std::move(slot)) {}
 
   // The reactor owns itself until OnDone; the session holds it weakly.
   void Begin() {
@@ -149,6 +250,7 @@ class ResultsReactor final : public grpc::ServerWriteReactor<v1::ResultEvent>,
 
   const std::shared_ptr<Session> session_;
   const v1::MapOptions options_;
+  const StreamSlot slot_;
   std::shared_ptr<ResultsReactor> self_;
   std::mutex mu_;
   ResultCursor cursor_;
@@ -164,8 +266,11 @@ class ResultsReactor final : public grpc::ServerWriteReactor<v1::ResultEvent>,
 // many acknowledgements wait for the client.
 class UploadReactor final : public grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck> {
  public:
-  UploadReactor(SessionManager* sessions, DecodeLimits limits)
-      : sessions_(sessions), assembler_(sessions, limits) {
+  UploadReactor(SessionManager* sessions, DecodeLimits limits, Caller caller, StreamSlot slot)
+      : sessions_(sessions),
+        caller_(std::move(caller)),
+        slot_(std::move(slot)),
+        assembler_(sessions, limits) {
     StartRead(&request_);
   }
 
@@ -219,7 +324,8 @@ class UploadReactor final : public grpc::ServerBidiReactor<v1::AddImagesRequest,
       if (request_.session_id().empty()) {
         return absl::InvalidArgumentError("the first AddImages message must carry session_id");
       }
-      absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request_.session_id());
+      absl::StatusOr<std::shared_ptr<Session>> session =
+          FindSession(*sessions_, caller_, Permission::kSubmit, request_.session_id());
       if (!session.ok()) return session.status();
       session_ = *std::move(session);
     } else if (!request_.session_id().empty() && request_.session_id() != session_->id()) {
@@ -252,6 +358,8 @@ class UploadReactor final : public grpc::ServerBidiReactor<v1::AddImagesRequest,
   }
 
   SessionManager* const sessions_;
+  const Caller caller_;
+  const StreamSlot slot_;
   std::mutex mu_;
   ImageAssembler assembler_;
   std::shared_ptr<Session> session_;
@@ -272,8 +380,11 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
                              public SessionWatcher,
                              public std::enable_shared_from_this<InspectReactor> {
  public:
-  InspectReactor(SessionManager* sessions, DecodeLimits limits)
-      : sessions_(sessions), assembler_(sessions, limits) {}
+  InspectReactor(SessionManager* sessions, DecodeLimits limits, Caller caller, StreamSlot slot)
+      : sessions_(sessions),
+        caller_(std::move(caller)),
+        slot_(std::move(slot)),
+        assembler_(sessions, limits) {}
 
   void Begin() {
     self_ = shared_from_this();
@@ -365,6 +476,9 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
       if (!request_.has_start()) {
         return absl::InvalidArgumentError("the first Inspect message must be `start`");
       }
+      if (absl::Status s = caller_.May(Permission::kSubmit, request_.start().product()); !s.ok()) {
+        return s;
+      }
       absl::StatusOr<std::shared_ptr<Session>> session =
           sessions_->Create(request_.start().product(), SealPolicyConfig{},
                             {request_.start().labels().begin(), request_.start().labels().end()});
@@ -414,6 +528,8 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
   }
 
   SessionManager* const sessions_;
+  const Caller caller_;
+  const StreamSlot slot_;
   std::shared_ptr<InspectReactor> self_;
   std::mutex mu_;
   ImageAssembler assembler_;
@@ -441,8 +557,10 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ListProducts(grpc::CallbackServerCont
                                                         v1::ListProductsResponse* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
   for (const ProductConfig& p : sessions->products()) {
-    ProductToProto(p, response->add_products());
+    if (caller->Sees(p.name)) ProductToProto(p, response->add_products());
   }
   return Reply(context, absl::OkStatus());
 }
@@ -452,6 +570,12 @@ grpc::ServerUnaryReactor* MuscServiceImpl::GetProduct(grpc::CallbackServerContex
                                                       v1::Product* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  // Authorised before the lookup, so a caller learns nothing about products it is not granted.
+  if (absl::Status s = caller->May(Permission::kRead, request->name()); !s.ok()) {
+    return Reply(context, s);
+  }
   const ProductConfig* p = sessions->FindProduct(request->name());
   if (p == nullptr) {
     return Reply(context,
@@ -466,6 +590,11 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CreateSession(grpc::CallbackServerCon
                                                          v1::Session* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  if (absl::Status s = caller->May(Permission::kSubmit, request->product()); !s.ok()) {
+    return Reply(context, s);
+  }
   std::optional<SealPolicyConfig> policy;
   if (request->has_seal_policy()) {
     policy =
@@ -479,13 +608,17 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CreateSession(grpc::CallbackServerCon
 }
 
 grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>* MuscServiceImpl::AddImages(
-    grpc::CallbackServerContext*) {
+    grpc::CallbackServerContext* context) {
+  using UploadError = ErrorReactor<grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>>;
   SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) {
-    return new ErrorReactor<grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>>(
-        WarmingUp());
-  }
-  return new UploadReactor(sessions, decode_limits_);
+  if (sessions == nullptr) return new UploadError(WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return new UploadError(caller.status());
+  absl::StatusOr<StreamSlot> slot =
+      AcquireStream(open_streams_, guards_.max_concurrent_streams, *sessions);
+  if (!slot.ok()) return new UploadError(slot.status());
+  // The session (and so the product to authorise) arrives with the first message.
+  return new UploadReactor(sessions, decode_limits_, *std::move(caller), *std::move(slot));
 }
 
 grpc::ServerUnaryReactor* MuscServiceImpl::SealSession(grpc::CallbackServerContext* context,
@@ -493,7 +626,10 @@ grpc::ServerUnaryReactor* MuscServiceImpl::SealSession(grpc::CallbackServerConte
                                                        v1::Session* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      FindSession(*sessions, *caller, Permission::kSubmit, request->session_id());
   if (!session.ok()) return Reply(context, session.status());
   if (absl::Status s = sessions->Seal(*session); !s.ok()) return Reply(context, s);
   *response = (*session)->ToProto();
@@ -505,7 +641,10 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CancelSession(grpc::CallbackServerCon
                                                          v1::Session* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      FindSession(*sessions, *caller, Permission::kSubmit, request->session_id());
   if (!session.ok()) return Reply(context, session.status());
   if (absl::Status s = (*session)->Cancel("cancelled by a client"); !s.ok()) {
     return Reply(context, s);
@@ -519,7 +658,10 @@ grpc::ServerUnaryReactor* MuscServiceImpl::GetSession(grpc::CallbackServerContex
                                                       v1::Session* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      FindSession(*sessions, *caller, Permission::kRead, request->session_id());
   if (!session.ok()) return Reply(context, session.status());
   *response = (*session)->ToProto();
   return Reply(context, absl::OkStatus());
@@ -530,36 +672,116 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ListSessions(grpc::CallbackServerCont
                                                         v1::ListSessionsResponse* response) {
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  // Naming a product the caller is not granted is refused; listing all is confined to its own.
+  if (!request->product().empty()) {
+    if (absl::Status s = caller->May(Permission::kRead, request->product()); !s.ok()) {
+      return Reply(context, s);
+    }
+  }
   std::vector<v1::SessionState> states;
   for (int s : request->states()) states.push_back(static_cast<v1::SessionState>(s));
   for (const auto& session : sessions->List(request->product(), states)) {
-    *response->add_sessions() = session->ToProto();
+    if (caller->Sees(session->product().name)) *response->add_sessions() = session->ToProto();
   }
   return Reply(context, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::ResultEvent>* MuscServiceImpl::StreamResults(
-    grpc::CallbackServerContext*, const v1::StreamResultsRequest* request) {
+    grpc::CallbackServerContext* context, const v1::StreamResultsRequest* request) {
   using WriteError = ErrorReactor<grpc::ServerWriteReactor<v1::ResultEvent>>;
   SessionManager* const sessions = sessions_.load();
   if (sessions == nullptr) return new WriteError(WarmingUp());
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request->session_id());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return new WriteError(caller.status());
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      FindSession(*sessions, *caller, Permission::kRead, request->session_id());
   if (!session.ok()) return new WriteError(session.status());
-  auto reactor = std::make_shared<ResultsReactor>(*session, request->map_options());
+  absl::StatusOr<StreamSlot> slot =
+      AcquireStream(open_streams_, guards_.max_concurrent_streams, *sessions);
+  if (!slot.ok()) return new WriteError(slot.status());
+  auto reactor =
+      std::make_shared<ResultsReactor>(*session, request->map_options(), *std::move(slot));
   reactor->Begin();
   return reactor.get();
 }
 
 grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>* MuscServiceImpl::Inspect(
-    grpc::CallbackServerContext*) {
+    grpc::CallbackServerContext* context) {
+  using InspectError = ErrorReactor<grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>>;
   SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) {
-    return new ErrorReactor<grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>>(
-        WarmingUp());
-  }
-  auto reactor = std::make_shared<InspectReactor>(sessions, decode_limits_);
+  if (sessions == nullptr) return new InspectError(WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return new InspectError(caller.status());
+  absl::StatusOr<StreamSlot> slot =
+      AcquireStream(open_streams_, guards_.max_concurrent_streams, *sessions);
+  if (!slot.ok()) return new InspectError(slot.status());
+  // The product to authorise arrives with the start message.
+  auto reactor = std::make_shared<InspectReactor>(sessions, decode_limits_, *std::move(caller),
+                                                  *std::move(slot));
   reactor->Begin();
   return reactor.get();
+}
+
+grpc::ServerUnaryReactor* MuscServiceImpl::ScoreImage(grpc::CallbackServerContext* context,
+                                                      const v1::ScoreImageRequest* request,
+                                                      v1::ScoreImageResponse* response) {
+  SessionManager* const sessions = sessions_.load();
+  if (sessions == nullptr) return Reply(context, WarmingUp());
+  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  if (!caller.ok()) return Reply(context, caller.status());
+  if (absl::Status s = caller->May(Permission::kSubmit, request->product()); !s.ok()) {
+    return Reply(context, s);
+  }
+  const ProductConfig* product = sessions->FindProduct(request->product());
+  if (product == nullptr) {
+    return Reply(context,
+                 absl::NotFoundError(absl::StrCat("unknown product '", request->product(), "'")));
+  }
+  const LineRunners* lines = lines_.load();
+  const auto runner = lines == nullptr ? LineRunners::const_iterator() : lines->find(product->name);
+  if (lines == nullptr || runner == lines->end()) {
+    return Reply(context, absl::FailedPreconditionError(absl::StrCat(
+                              "product '", product->name,
+                              "' has no line mode: give it a `line` section in the products file "
+                              "(docs/LINE_MODE.md), or use batch sessions")));
+  }
+  if (request->client_image_id().empty()) {
+    return Reply(context, absl::InvalidArgumentError("client_image_id is required"));
+  }
+  if (!sessions->accepting()) {
+    return Reply(context, absl::UnavailableError("server is shutting down; not scoring images"));
+  }
+  ServerMetrics* const metrics = sessions->metrics();
+  if (metrics != nullptr) {
+    metrics->ImageReceived(product->name, static_cast<int64_t>(request->data().size()));
+  }
+  const auto decode_start = std::chrono::steady_clock::now();
+  absl::StatusOr<DecodedImage> decoded = DecodeImage(request->data(), decode_limits_);
+  if (metrics != nullptr) {
+    metrics->ImageDecoded(
+        product->name,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - decode_start).count());
+  }
+  if (!decoded.ok()) {
+    if (metrics != nullptr) metrics->ImageRejected(product->name, decoded.status().code());
+    return Reply(context, absl::Status(decoded.status().code(),
+                                       absl::StrCat("image '", request->client_image_id(),
+                                                    "': ", decoded.status().message())));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  LineRequest line;
+  line.client_id = request->client_image_id();
+  line.pixels = std::move(decoded->pixels);
+  line.metadata = {request->metadata().begin(), request->metadata().end()};
+  line.map_options = request->map_options();
+  line.done = [reactor, response](absl::StatusOr<v1::ScoreImageResponse> result) {
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(ToGrpc(result.status()));
+  };
+  runner->second->Submit(std::move(line));
+  return reactor;
 }
 
 }  // namespace musc

@@ -5,19 +5,36 @@
 #include <atomic>
 
 #include "musc/v1/musc_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/image_decoder.h"
+#include "server/line_runner.h"
 #include "server/session_manager.h"
 
 namespace musc {
+
+// Who may call, and how many streams may be open at once. Fixed at construction.
+struct ServiceGuards {
+  // Null: no authentication (every caller is an anonymous admin; for trusted networks only).
+  // Otherwise it must outlive the service.
+  const Authenticator* authenticator = nullptr;
+  // AddImages, StreamResults and Inspect streams open at once; beyond it a new stream is refused
+  // with RESOURCE_EXHAUSTED. 0 = no limit.
+  int max_concurrent_streams = 0;
+};
 
 // Starts unready: until Activate() every call answers UNAVAILABLE ("warming up"), so the server
 // can listen (and answer health checks with NOT_SERVING) while backbones load.
 class MuscServiceImpl final : public v1::MuscService::CallbackService {
  public:
-  explicit MuscServiceImpl(DecodeLimits decode_limits) : decode_limits_(decode_limits) {}
+  explicit MuscServiceImpl(DecodeLimits decode_limits, ServiceGuards guards = {})
+      : decode_limits_(decode_limits), guards_(guards) {}
 
-  // Makes the service answer. `sessions` must outlive the service's use.
-  void Activate(SessionManager* sessions) { sessions_.store(sessions); }
+  // Makes the service answer. `sessions` (and `lines`, the line-mode runners, when given) must
+  // outlive the service's use.
+  void Activate(SessionManager* sessions, const LineRunners* lines = nullptr) {
+    lines_.store(lines);
+    sessions_.store(sessions);
+  }
 
   grpc::ServerUnaryReactor* ListProducts(grpc::CallbackServerContext* context,
                                          const v1::ListProductsRequest* request,
@@ -46,11 +63,17 @@ class MuscServiceImpl final : public v1::MuscService::CallbackService {
       grpc::CallbackServerContext* context, const v1::StreamResultsRequest* request) override;
   grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>* Inspect(
       grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* ScoreImage(grpc::CallbackServerContext* context,
+                                       const v1::ScoreImageRequest* request,
+                                       v1::ScoreImageResponse* response) override;
 
  private:
   // Null until activated; once set never changes.
   std::atomic<SessionManager*> sessions_{nullptr};
+  std::atomic<const LineRunners*> lines_{nullptr};
   const DecodeLimits decode_limits_;
+  const ServiceGuards guards_;
+  std::atomic<int> open_streams_{0};  // Counted against guards_.max_concurrent_streams.
 };
 
 }  // namespace musc

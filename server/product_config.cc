@@ -41,10 +41,70 @@ absl::StatusOr<v1::MapEncoding> ParseEncoding(const std::string& text, const std
       absl::StrCat(where, ": map encoding '", text, "' is not one of png8, png16, float16, none"));
 }
 
+absl::Status ParseThreshold(const YAML::Node& node, const std::string& where,
+                            ThresholdConfig* out) {
+  if (absl::Status s = CheckKeys(node, {"policy", "threshold", "k", "expected_defect_rate"}, where);
+      !s.ok()) {
+    return s;
+  }
+  const std::string policy = node["policy"] ? node["policy"].as<std::string>() : "none";
+  if (policy == "none") {
+    out->kind = ThresholdKind::kNone;
+  } else if (policy == "fixed") {
+    out->kind = ThresholdKind::kFixed;
+    if (!node["threshold"]) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": policy fixed needs 'threshold'"));
+    }
+  } else if (policy == "robust") {
+    out->kind = ThresholdKind::kRobust;
+  } else if (policy == "quantile") {
+    out->kind = ThresholdKind::kQuantile;
+    if (!node["expected_defect_rate"]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": policy quantile needs 'expected_defect_rate'"));
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".policy: '", policy, "' is not one of none, fixed, robust, quantile"));
+  }
+  if (node["threshold"]) out->threshold = node["threshold"].as<double>();
+  if (node["k"]) out->k = node["k"].as<double>();
+  if (node["expected_defect_rate"]) {
+    out->expected_defect_rate = node["expected_defect_rate"].as<double>();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseDecision(const YAML::Node& node, const std::string& where, DecisionConfig* out) {
+  if (absl::Status s =
+          CheckKeys(node, {"image", "mask", "window", "min_scores", "alarm_fraction"}, where);
+      !s.ok()) {
+    return s;
+  }
+  if (node["image"]) {
+    if (absl::Status s = ParseThreshold(node["image"], where + ".image", &out->image); !s.ok()) {
+      return s;
+    }
+  }
+  if (node["mask"]) {
+    if (absl::Status s = ParseThreshold(node["mask"], where + ".mask", &out->mask); !s.ok()) {
+      return s;
+    }
+  }
+  if (node["window"]) out->window = node["window"].as<size_t>();
+  if (node["min_scores"]) out->min_scores = node["min_scores"].as<size_t>();
+  if (node["alarm_fraction"]) out->alarm_fraction = node["alarm_fraction"].as<double>();
+  if (absl::Status s = ValidateDecisionConfig(*out); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::string& where,
                                            const std::string& base_dir) {
-  if (absl::Status s =
-          CheckKeys(node, {"name", "description", "backbone", "scoring", "batch", "maps"}, where);
+  if (absl::Status s = CheckKeys(
+          node, {"name", "description", "backbone", "scoring", "batch", "maps", "line", "decision"},
+          where);
       !s.ok()) {
     return s;
   }
@@ -52,8 +112,15 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
   if (!node["name"]) return absl::InvalidArgumentError(absl::StrCat(where, ": missing 'name'"));
   p.name = node["name"].as<std::string>();
   const std::string at = absl::StrCat(where, " (", p.name, ")");
-  if (p.name.empty() || p.name.size() > 128) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": name must be 1..128 characters"));
+  // The name is also a metric label, the value of the x-musc-product routing header and the
+  // prefix of session ids ("<product>:<hex>"): keep it to characters that are safe in all three.
+  if (p.name.empty() || p.name.size() > 128 ||
+      !std::all_of(p.name.begin(), p.name.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+               c == '-';
+      })) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": name '", p.name, "' must be 1..128 characters of A-Z a-z 0-9 . _ -"));
   }
   if (node["description"]) p.description = node["description"].as<std::string>();
 
@@ -148,6 +215,33 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
     }
     if (maps["mask_threshold"]) p.mask_threshold = maps["mask_threshold"].as<float>();
   }
+
+  if (const YAML::Node decision = node["decision"]) {
+    if (absl::Status s = ParseDecision(decision, at + ".decision", &p.decision); !s.ok()) return s;
+  }
+  if (const YAML::Node line = node["line"]) {
+    if (absl::Status s =
+            CheckKeys(line, {"bank_size", "warmup_images", "admit_anomalous"}, at + ".line");
+        !s.ok()) {
+      return s;
+    }
+    LineModeConfig l;
+    if (line["bank_size"]) l.bank_size = line["bank_size"].as<uint32_t>();
+    if (line["warmup_images"]) l.warmup_images = line["warmup_images"].as<uint32_t>();
+    if (line["admit_anomalous"]) l.admit_anomalous = line["admit_anomalous"].as<bool>();
+    if (l.bank_size < 2 || l.bank_size > 4096) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".line.bank_size must be 2..4096"));
+    }
+    if (l.warmup_images < 2 || l.warmup_images > l.bank_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ".line.warmup_images must be 2..bank_size (", l.bank_size, ")"));
+    }
+    if (!l.admit_anomalous && p.decision.image.kind == ThresholdKind::kNone) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          at, ".line.admit_anomalous: false needs a decision policy to judge parts anomalous"));
+    }
+    p.line = l;
+  }
   return p;
 }
 
@@ -211,6 +305,12 @@ void ProductToProto(const ProductConfig& p, v1::Product* out) {
   batch->mutable_auto_seal()->set_idle_seconds(p.auto_seal.idle_seconds);
   out->mutable_default_map_options()->set_encoding(p.map_encoding);
   if (p.mask_threshold) out->mutable_default_map_options()->set_mask_threshold(*p.mask_threshold);
+  if (p.line) {
+    out->mutable_line()->set_bank_size(p.line->bank_size);
+    out->mutable_line()->set_warmup_images(p.line->warmup_images);
+    out->mutable_line()->set_admit_anomalous(p.line->admit_anomalous);
+  }
+  out->set_decision_policy(ThresholdKindName(p.decision.image.kind));
 }
 
 }  // namespace musc

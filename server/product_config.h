@@ -10,12 +10,20 @@
 #include "absl/status/statusor.h"
 #include "core/musc_engine.h"
 #include "musc/v1/musc_service.pb.h"
+#include "server/decision_policy.h"
 
 namespace musc {
 
 struct SealPolicyConfig {
   uint32_t at_count = 0;      // 0 = off.
   double idle_seconds = 0.0;  // 0 = off.
+};
+
+// Line mode (docs/LINE_MODE.md): score each image at once against a bank of recent images.
+struct LineModeConfig {
+  uint32_t bank_size = 64;
+  uint32_t warmup_images = 8;   // Gathered and scored as one batch before the line runs.
+  bool admit_anomalous = true;  // False: parts the decision policy flags stay out of the bank.
 };
 
 struct ProductConfig {
@@ -28,6 +36,8 @@ struct ProductConfig {
   SealPolicyConfig auto_seal;
   v1::MapEncoding map_encoding = v1::PNG16;
   std::optional<float> mask_threshold;
+  std::optional<LineModeConfig> line;
+  DecisionConfig decision;
 };
 
 // Parses the products file format (documented in docs/PRODUCTS.md). Relative weight paths are

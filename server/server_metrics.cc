@@ -219,7 +219,49 @@ ServerMetrics::ServerMetrics()
       seal_to_last_result_(prometheus::BuildHistogram()
                                .Name("musc_seal_to_last_result_seconds")
                                .Help("From a session's seal to its last result being served.")
-                               .Register(*registry_)) {}
+                               .Register(*registry_)),
+      line_images_(prometheus::BuildCounter()
+                       .Name("musc_line_images_total")
+                       .Help("Images scored in line mode.")
+                       .Register(*registry_)),
+      line_latency_(prometheus::BuildHistogram()
+                        .Name("musc_line_latency_seconds")
+                        .Help("Line mode: from an image's arrival to its answer (queue, warm-up, "
+                              "backbone, scoring, map).")
+                        .Register(*registry_)),
+      line_bank_images_(prometheus::BuildGauge()
+                            .Name("musc_line_bank_images")
+                            .Help("Images in each line-mode product's bank.")
+                            .Register(*registry_)),
+      decisions_(prometheus::BuildCounter()
+                     .Name("musc_decisions_total")
+                     .Help("Line-mode verdicts: anomalous, normal, or undecided (threshold "
+                           "not estimated yet).")
+                     .Register(*registry_)),
+      decision_alarm_(prometheus::BuildGauge()
+                          .Name("musc_decision_alarm")
+                          .Help("1 while the recent share of anomalous parts exceeds the "
+                                "product's alarm fraction.")
+                          .Register(*registry_)),
+      auth_failures_(prometheus::BuildCounter()
+                         .Name("musc_auth_failures_total")
+                         .Help("Calls refused for their credentials, by reason "
+                               "(unauthenticated, permission_denied).")
+                         .Register(*registry_)),
+      limit_refusals_(prometheus::BuildCounter()
+                          .Name("musc_limit_refusals_total")
+                          .Help("Requests refused with RESOURCE_EXHAUSTED by a configured limit, "
+                                "by limit.")
+                          .Register(*registry_)) {
+  // Exported at 0 from the start, so rate() and alerts see the first refusal as an increase.
+  for (const char* reason : {"unauthenticated", "permission_denied"}) {
+    auth_failures_.Add({{"reason", reason}});
+  }
+  for (const char* limit : {"sessions_per_product", "max_sessions", "images_per_session",
+                            "session_bytes", "concurrent_streams"}) {
+    limit_refusals_.Add({{"limit", limit}});
+  }
+}
 
 void ServerMetrics::SetBuildInfo(const BuildInfo& info) {
   build_info_
@@ -282,12 +324,32 @@ void ServerMetrics::BatchScored(const std::string& product, size_t images,
   ObserveStage(product, "rscin", t.rscin_seconds());
 }
 
+void ServerMetrics::LineImageScored(const std::string& product, double latency_seconds,
+                                    const v1::LineState& state, const Decision& decision) {
+  line_images_.Add({{"product", product}}).Increment();
+  line_latency_.Add({{"product", product}}, SecondsBuckets()).Observe(latency_seconds);
+  line_bank_images_.Add({{"product", product}}).Set(state.bank_images());
+  const char* verdict = !decision.decided       ? "undecided"
+                        : decision.is_anomalous ? "anomalous"
+                                                : "normal";
+  decisions_.Add({{"product", product}, {"verdict", verdict}}).Increment();
+  decision_alarm_.Add({{"product", product}}).Set(decision.alarm ? 1 : 0);
+}
+
 void ServerMetrics::FirstResultServed(const std::string& product, double seconds_since_seal) {
   seal_to_first_result_.Add({{"product", product}}, SecondsBuckets()).Observe(seconds_since_seal);
 }
 
 void ServerMetrics::LastResultServed(const std::string& product, double seconds_since_seal) {
   seal_to_last_result_.Add({{"product", product}}, SecondsBuckets()).Observe(seconds_since_seal);
+}
+
+void ServerMetrics::AuthFailure(const std::string& reason) {
+  auth_failures_.Add({{"reason", reason}}).Increment();
+}
+
+void ServerMetrics::LimitRefused(const std::string& limit) {
+  limit_refusals_.Add({{"limit", limit}}).Increment();
 }
 
 std::string ServerMetrics::SerializeText() const {

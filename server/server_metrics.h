@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "musc/v1/musc_service.pb.h"
+#include "server/decision_policy.h"
 
 namespace musc {
 
@@ -66,8 +67,16 @@ class ServerMetrics {
   void MapEncoded(const std::string& product, double seconds);
   // Per-batch stages, from the engine's timings, and the batch size.
   void BatchScored(const std::string& product, size_t images, const v1::StageTimings& timings);
+  // Line mode: one image answered, `latency_seconds` after it arrived.
+  void LineImageScored(const std::string& product, double latency_seconds,
+                       const v1::LineState& state, const Decision& decision);
   void FirstResultServed(const std::string& product, double seconds_since_seal);
   void LastResultServed(const std::string& product, double seconds_since_seal);
+  // A call refused for its credentials: reason "unauthenticated" or "permission_denied".
+  void AuthFailure(const std::string& reason);
+  // A request refused with RESOURCE_EXHAUSTED by a configured limit: "sessions_per_product",
+  // "max_sessions", "images_per_session", "session_bytes" or "concurrent_streams".
+  void LimitRefused(const std::string& limit);
 
   // Everything, in the Prometheus text exposition format (what /metrics serves).
   std::string SerializeText() const;
@@ -95,6 +104,13 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& stage_seconds_;
   prometheus::Family<prometheus::Histogram>& seal_to_first_result_;
   prometheus::Family<prometheus::Histogram>& seal_to_last_result_;
+  prometheus::Family<prometheus::Counter>& line_images_;
+  prometheus::Family<prometheus::Histogram>& line_latency_;
+  prometheus::Family<prometheus::Gauge>& line_bank_images_;
+  prometheus::Family<prometheus::Counter>& decisions_;
+  prometheus::Family<prometheus::Gauge>& decision_alarm_;
+  prometheus::Family<prometheus::Counter>& auth_failures_;
+  prometheus::Family<prometheus::Counter>& limit_refusals_;
 };
 
 }  // namespace musc

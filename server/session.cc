@@ -46,11 +46,13 @@ absl::StatusOr<uint32_t> Session::AddImage(SessionImage image, int64_t max_sessi
         absl::StrCat("image id '", image.client_id, "' was already accepted in session ", id_));
   }
   if (images_.size() >= product_->max_images) {
+    if (metrics_ != nullptr) metrics_->LimitRefused("images_per_session");
     return absl::ResourceExhaustedError(absl::StrCat("session ", id_, " already holds ",
                                                      images_.size(), " images, the maximum for ",
                                                      "product '", product_->name, "'"));
   }
   if (total_bytes_ + image.encoded_bytes > max_session_bytes) {
+    if (metrics_ != nullptr) metrics_->LimitRefused("session_bytes");
     return absl::ResourceExhaustedError(
         absl::StrCat("session ", id_, " would exceed its limit of ", max_session_bytes, " bytes"));
   }
@@ -278,7 +280,12 @@ absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options, v1::I
   v1::MapEncoding encoding = options.encoding() == v1::MAP_ENCODING_UNSPECIFIED
                                  ? product_->map_encoding
                                  : options.encoding();
+  const bool has_policy = product_->decision.image.kind != ThresholdKind::kNone ||
+                          product_->decision.mask.kind != ThresholdKind::kNone;
+  if (has_policy) DecisionToProto(result->decision, out->mutable_decision());
+  // The request's mask threshold, else the product's fixed one, else the policy's.
   std::optional<float> threshold = product_->mask_threshold;
+  if (!threshold) threshold = result->decision.mask_threshold;
   if (options.has_mask_threshold()) threshold = options.mask_threshold();
   if (result->map.empty()) return absl::OkStatus();
   const bool native = options.model_resolution();

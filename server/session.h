@@ -40,7 +40,8 @@ struct SessionResult {
   uint32_t index = 0;
   float raw_score = 0;
   float final_score = 0;
-  cv::Mat map;  // CV_32FC1, S×S (empty when maps were not kept).
+  cv::Mat map;        // CV_32FC1, S×S (empty when maps were not kept).
+  Decision decision;  // From the product's decision policy (decided=false when it has none).
 };
 
 // Receives a call whenever the session changed (new result, progress, state).

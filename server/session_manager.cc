@@ -63,8 +63,22 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
                                            std::move(labels), metrics_);
   std::lock_guard<std::mutex> lock(mu_);
   if (sessions_.size() >= options_.max_sessions) {
+    if (metrics_ != nullptr) metrics_->LimitRefused("max_sessions");
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server holds ", sessions_.size(), " sessions, its maximum; finish or cancel some"));
+  }
+  if (options_.max_sessions_per_product > 0) {
+    size_t unfinished = 0;
+    for (const auto& [id, other] : sessions_) {
+      if (other->product().name == product->name && !other->IsFinal()) ++unfinished;
+    }
+    if (unfinished >= options_.max_sessions_per_product) {
+      if (metrics_ != nullptr) metrics_->LimitRefused("sessions_per_product");
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "product '", product->name, "' has ", unfinished,
+          " unfinished sessions, its maximum (--max_sessions_per_product); seal, finish or "
+          "cancel some"));
+    }
   }
   sessions_[session->id()] = session;
   if (metrics_ != nullptr) metrics_->SessionCreated(product->name);

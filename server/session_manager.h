@@ -27,6 +27,9 @@ struct SessionManagerOptions {
   std::chrono::milliseconds sweep_interval{250};
   int64_t max_session_bytes = int64_t{4} << 30;
   size_t max_sessions = 10000;  // Sessions held at once, in any state.
+  // Non-final (OPEN, SEALED, RUNNING) sessions one product may have at once, so one product's
+  // clients cannot take every session slot from the others. 0 = no limit.
+  size_t max_sessions_per_product = 1000;
 };
 
 class SessionManager {
@@ -40,7 +43,7 @@ class SessionManager {
   const ProductConfig* FindProduct(const std::string& name) const;
 
   // NOT_FOUND for an unknown product; UNAVAILABLE when shutting down; RESOURCE_EXHAUSTED when
-  // max_sessions are held.
+  // max_sessions are held or the product has max_sessions_per_product unfinished ones.
   absl::StatusOr<std::shared_ptr<Session>> Create(const std::string& product,
                                                   std::optional<SealPolicyConfig> seal_policy,
                                                   std::map<std::string, std::string> labels);

@@ -68,6 +68,10 @@ TEST(ProductConfigTest, MistakesAreErrorsThatSayWhere) {
       {"products: [{name: a, maps: {encoding: jpeg}}]", "map encoding 'jpeg'"},
       {"products: [{name: a}, {name: a}]", "defined twice"},
       {"products: [{description: no name}]", "missing 'name'"},
+      // Names become header values, metric labels and session-id prefixes ("<product>:<hex>").
+      {"products: [{name: 'line 3'}]", "1..128 characters of A-Z a-z 0-9 . _ -"},
+      {"products: [{name: 'a:b'}]", "name 'a:b' must be"},
+      {"products: [{name: ''}]", "1..128 characters"},
       {"products: [{name: a, batch: {min_images: many}}]", "products.yaml"},
       {"products: [{name: a", "products.yaml"},
   };
@@ -77,6 +81,19 @@ TEST(ProductConfigTest, MistakesAreErrorsThatSayWhere) {
     EXPECT_EQ(products.status().code(), absl::StatusCode::kInvalidArgument) << c.yaml;
     EXPECT_NE(products.status().message().find(c.expected), std::string::npos)
         << c.yaml << " → " << products.status().message();
+  }
+}
+
+TEST(ProductConfigTest, NamesAreOneTo128SafeCharacters) {
+  const std::string longest(128, 'x');
+  absl::StatusOr<std::vector<ProductConfig>> ok =
+      Parse("products: [{name: Line-3_v1.2}, {name: " + longest + "}]");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)[0].name, "Line-3_v1.2");
+  EXPECT_EQ((*ok)[1].name, longest);
+  for (const std::string& bad : {longest + "x", std::string("caf\u00e9"), std::string("a/b")}) {
+    absl::StatusOr<std::vector<ProductConfig>> p = Parse("products: [{name: \"" + bad + "\"}]");
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
 

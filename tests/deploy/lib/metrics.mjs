@@ -17,6 +17,8 @@ export const METRICS = {
   musc_seal_to_last_result_seconds: { type: "histogram", labels: ["product"] },
   musc_stage_seconds: { type: "histogram", labels: ["product", "stage"] },
   musc_backbone_load_seconds: { type: "gauge", labels: ["backbone"] },
+  musc_auth_failures_total: { type: "counter", labels: ["reason"] },
+  musc_limit_refusals_total: { type: "counter", labels: ["limit"] },
   process_resident_memory_bytes: { type: "gauge", labels: [] },
   process_virtual_memory_bytes: { type: "gauge", labels: [] },
   process_cpu_seconds_total: { type: "counter", labels: [] },

@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -342,8 +343,7 @@ int Line(MuscClient& client, const LineCommand& c) {
   if (!c.out_dir.empty()) fs::create_directories(c.out_dir);
   int anomalous = 0;
   absl::StatusOr<LineReplayResult> result = ReplayLine(
-      client, images, options,
-      [&](size_t, const v1::ScoreImageResponse& response, double latency) {
+      client, images, options, [&](size_t, const v1::ScoreImageResponse& response, double latency) {
         const v1::ImageResult& r = response.result();
         const v1::Decision& d = r.decision();
         anomalous += d.decided() && d.is_anomalous() ? 1 : 0;
@@ -403,9 +403,14 @@ struct BenchCommand {
   std::vector<std::string> images;
   int sessions = 4;
   int batch = 16;
+  double duration_seconds = 0;  // 0: one session per worker.
 };
 
-// A load generator: K concurrent sessions of N images each, through K client connections.
+// A load generator: K workers, each running sessions of N images one after another through its own
+// connection (one round, or until --duration ends), while a probe measures the latency of control
+// RPCs (GetSession, ListProducts) — they must stay fast while batches are scored. A full scoring
+// queue (RESOURCE_EXHAUSTED on seal) is back-pressure the bench expects and retries; any other
+// failure is an error. Last line: machine-readable totals.
 int Bench(const std::string& server, const ClientOptions& options, const BenchCommand& c) {
   const std::vector<fs::path> files = ExpandImages(c.images);
   if (files.empty()) {
@@ -416,60 +421,127 @@ int Bench(const std::string& server, const ClientOptions& options, const BenchCo
   for (const fs::path& f : files) bytes.push_back(ReadFile(f));
   using Clock = std::chrono::steady_clock;
   std::mutex mu;
-  std::vector<double> end_to_end, seal_to_last;
-  int failures = 0;
+  std::vector<double> end_to_end, seal_to_last, control;
+  int failures = 0, sessions_done = 0, seal_retries = 0;
+  std::map<std::string, int> errors_by_code;
+  std::atomic<bool> stop_probe{false};
   const auto start = Clock::now();
+  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(c.duration_seconds));
+  std::string probe_session;  // A session the probe reads (any worker's first).
+
+  auto run_session = [&](MuscClient& client, int worker, int round) {
+    std::vector<EncodedImage> images;
+    for (int i = 0; i < c.batch; ++i) {
+      images.push_back({absl::StrCat("w", worker, "-r", round, "-", i),
+                        bytes[(worker * c.batch + round + i) % bytes.size()],
+                        {}});
+    }
+    const auto t0 = Clock::now();
+    v1::CreateSessionRequest create;
+    create.set_product(c.product);
+    create.mutable_seal_policy();
+    absl::StatusOr<v1::Session> s = client.CreateSession(create);
+    absl::Status status = s.status();
+    if (status.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (probe_session.empty()) probe_session = s->id();
+    }
+    if (status.ok()) status = client.AddImages(s->id(), images).status();
+    // A full queue answers RESOURCE_EXHAUSTED and leaves the session OPEN: wait and seal again.
+    int retries = 0;
+    while (status.ok()) {
+      status = client.SealSession(s->id()).status();
+      if (status.code() != absl::StatusCode::kResourceExhausted) break;
+      ++retries;
+      status = absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const Clock::time_point sealed = Clock::now();
+    Clock::time_point last = sealed;
+    bool done = false;
+    if (status.ok()) {
+      v1::MapOptions none;
+      none.set_encoding(v1::MAP_NONE);
+      status = client.StreamResults(s->id(), none, [&](const v1::ResultEvent& e) {
+        if (e.has_result()) last = Clock::now();
+        if (e.has_finished()) done = e.finished().session().state() == v1::DONE;
+      });
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    seal_retries += retries;
+    if (!status.ok() || !done) {
+      ++failures;
+      ++errors_by_code[status.ok() ? "NOT_DONE" : absl::StatusCodeToString(status.code())];
+      std::fprintf(stderr, "musc-client: worker %d session %d failed: %s\n", worker, round,
+                   status.ok() ? "not DONE" : status.ToString().c_str());
+      return;
+    }
+    ++sessions_done;
+    end_to_end.push_back(std::chrono::duration<double>(last - t0).count());
+    seal_to_last.push_back(std::chrono::duration<double>(last - sealed).count());
+  };
+
+  std::thread probe([&] {
+    std::unique_ptr<MuscClient> client = MuscClient::Connect(server, options);
+    while (!stop_probe.load()) {
+      std::string id;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        id = probe_session;
+      }
+      const auto t0 = Clock::now();
+      absl::Status s =
+          id.empty() ? client->ListProducts().status() : client->GetSession(id).status();
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (s.ok()) {
+          control.push_back(ms);
+        } else {
+          ++errors_by_code[absl::StrCat("control:", absl::StatusCodeToString(s.code()))];
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
   std::vector<std::thread> threads;
   for (int k = 0; k < c.sessions; ++k) {
     threads.emplace_back([&, k] {
       std::unique_ptr<MuscClient> client = MuscClient::Connect(server, options);
-      std::vector<EncodedImage> images;
-      for (int i = 0; i < c.batch; ++i) {
-        images.push_back(
-            {absl::StrCat("s", k, "-", i), bytes[(k * c.batch + i) % bytes.size()], {}});
-      }
-      const auto t0 = Clock::now();
-      v1::CreateSessionRequest create;
-      create.set_product(c.product);
-      create.mutable_seal_policy();
-      absl::StatusOr<v1::Session> s = client->CreateSession(create);
-      absl::Status status = s.status();
-      Clock::time_point sealed, last;
-      if (status.ok()) status = client->AddImages(s->id(), images).status();
-      if (status.ok()) status = client->SealSession(s->id()).status();
-      sealed = Clock::now();
-      bool done = false;
-      if (status.ok()) {
-        v1::MapOptions none;
-        none.set_encoding(v1::MAP_NONE);
-        status = client->StreamResults(s->id(), none, [&](const v1::ResultEvent& e) {
-          if (e.has_result()) last = Clock::now();
-          if (e.has_finished()) done = e.finished().session().state() == v1::DONE;
-        });
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      if (!status.ok() || !done) {
-        ++failures;
-        std::fprintf(stderr, "musc-client: session %d failed: %s\n", k,
-                     status.ok() ? "not DONE" : status.ToString().c_str());
-        return;
-      }
-      end_to_end.push_back(std::chrono::duration<double>(last - t0).count());
-      seal_to_last.push_back(std::chrono::duration<double>(last - sealed).count());
+      int round = 0;
+      do {
+        run_session(*client, k, round++);
+      } while (Clock::now() < deadline);
     });
   }
   for (std::thread& t : threads) t.join();
+  stop_probe = true;
+  probe.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
-  const int ok = c.sessions - failures;
-  std::printf("%d sessions × %d images: %d ok, %d failed, %.2f s wall, %.2f images/s\n", c.sessions,
-              c.batch, ok, failures, wall, ok * c.batch / wall);
+  int errors = 0;
+  for (const auto& [code, n] : errors_by_code) errors += n;
+  std::printf(
+      "%d workers × sessions of %d images for %.1f s: %d sessions done, %d failed, "
+      "%.2f images/s; %d seal retries on a full queue (back-pressure)\n",
+      c.sessions, c.batch, wall, sessions_done, failures, sessions_done * c.batch / wall,
+      seal_retries);
+  for (const auto& [code, n] : errors_by_code) std::printf("  error %s: %d\n", code.c_str(), n);
   std::printf("end-to-end s:          p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
               Percentile(end_to_end, 0.5), Percentile(end_to_end, 0.9),
               Percentile(end_to_end, 0.99), Percentile(end_to_end, 1.0));
   std::printf("seal-to-last-result s: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
               Percentile(seal_to_last, 0.5), Percentile(seal_to_last, 0.9),
               Percentile(seal_to_last, 0.99), Percentile(seal_to_last, 1.0));
-  return failures == 0 ? 0 : 1;
+  std::printf("control RPCs (%zu, during the load) ms: p50 %.1f  p99 %.1f  max %.1f\n",
+              control.size(), Percentile(control, 0.5), Percentile(control, 0.99),
+              Percentile(control, 1.0));
+  std::printf(
+      "bench: sessions=%d images=%d errors=%d seal_retries=%d control_p50_ms=%.1f "
+      "control_p99_ms=%.1f\n",
+      sessions_done, sessions_done * c.batch, errors, seal_retries, Percentile(control, 0.5),
+      Percentile(control, 0.99));
+  return errors == 0 ? 0 : 1;
 }
 
 struct SecurityFlags {
@@ -579,6 +651,10 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--images", bench.images, "image files and/or folders")->required();
   bench_cmd->add_option("--sessions", bench.sessions, "concurrent sessions")->capture_default_str();
   bench_cmd->add_option("--batch", bench.batch, "images per session")->capture_default_str();
+  bench_cmd
+      ->add_option("--duration", bench.duration_seconds,
+                   "keep each worker running sessions for this many seconds (0 = one each)")
+      ->capture_default_str();
   app.add_subcommand("hash-token",
                      "print the sha256 of the token on stdin, for the server's tokens file");
   CLI11_PARSE(app, argc, argv);

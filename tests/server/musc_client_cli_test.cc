@@ -180,8 +180,17 @@ TEST_F(ClientCliTest, BenchRunsConcurrentSessions) {
       RunClient(Server() + " bench --product widget --sessions 3 --batch 6 --images " +
                 (cat / "test").string());
   ASSERT_EQ(bench.exit_code, 0) << bench.out;
-  EXPECT_NE(bench.out.find("3 ok, 0 failed"), std::string::npos) << bench.out;
+  EXPECT_NE(bench.out.find("3 sessions done, 0 failed"), std::string::npos) << bench.out;
   EXPECT_NE(bench.out.find("seal-to-last-result"), std::string::npos);
+  EXPECT_NE(bench.out.find("bench: sessions=3 images=18 errors=0"), std::string::npos) << bench.out;
+
+  // For a fixed time: every worker keeps opening sessions; control RPCs are probed meanwhile.
+  ClientRun timed =
+      RunClient(Server() + " bench --product widget --sessions 2 --batch 5 --duration 2 --images " +
+                (cat / "test").string());
+  ASSERT_EQ(timed.exit_code, 0) << timed.out;
+  EXPECT_NE(timed.out.find("errors=0"), std::string::npos) << timed.out;
+  EXPECT_NE(timed.out.find("control RPCs"), std::string::npos) << timed.out;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -43,6 +44,11 @@ products:
     backbone: {model: vit-tiny-random, seed: 1, input_size: 64}
     scoring: {degrees: [1, 3]}
     batch: {min_images: 5, max_images: 100}
+  - name: widget-line
+    backbone: {model: vit-tiny-random, seed: 1, input_size: 64}
+    scoring: {degrees: [1, 3], rscin_windows: []}
+    line: {bank_size: 8, warmup_images: 3}
+    decision: {image: {policy: robust, k: 3}, window: 20, min_scores: 2}
 )";
 constexpr int64_t kMaxImageBytes = 200000;
 
@@ -467,6 +473,15 @@ TEST_F(MetricsTest, EveryDashboardExpressionParsesEvaluatesAndNamesExportedMetri
   // names of histograms (a dashboard never selects those bare, but promtool allows it).
   std::unique_ptr<MuscClient> client = server_->Connect();
   RunSession(*client);
+  // And a short line (its warm-up images sent together), for the line-mode panels.
+  std::vector<std::future<absl::StatusOr<v1::ScoreImageResponse>>> line;
+  for (int k = 0; k < 4; ++k) {
+    line.push_back(std::async(std::launch::async, [&client, k] {
+      return client->ScoreImage("widget-line",
+                                {absl::StrCat("l", k), TexturePng(90 + k, false), {}});
+    }));
+  }
+  for (auto& call : line) ASSERT_TRUE(call.get().ok());
   std::set<std::string> exported;
   for (const auto& [key, value] : ParseExposition(server_->ScrapeMetrics())) {
     exported.insert(key.substr(0, key.find('{')));

@@ -15,10 +15,12 @@ cmake --build build -j"${MUSC_BUILD_JOBS:-2}" --target musc-server musc-client m
 
 products=deploy/products.yaml
 product=tire
+line_product=tire-line
 if [[ ! -f ../shared/models/darknet-tiny-tfjs/model.json ]]; then
   echo "demo: no darknet-tiny weights under ../shared/models; using a random tiny ViT" >&2
   products=deploy/products.offline.yaml
   product=demo-random-vit
+  line_product=demo-random-vit-line
 fi
 data=${MUSC_DEMO_DATA:-../shared/data/mvtec3d-tire-rgb/test}
 if [[ ! -d "$data" ]]; then
@@ -31,7 +33,7 @@ fi
 run_dir=$(mktemp -d)
 trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$run_dir"' EXIT
 ./build/bin/musc-server --products "$products" --listen 127.0.0.1:0 \
-  --port_file "$run_dir/port" 2> "$run_dir/server.log" &
+  --port_file "$run_dir/port" --metrics_listen 127.0.0.1:0 2> "$run_dir/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
   [[ -s "$run_dir/port" ]] && break
@@ -49,5 +51,15 @@ echo
 ./build/bin/musc-client --server "$address" score --product "$product" --images "$data" \
   --out out/demo
 echo "overlays (*_overlay.png) and raw maps (*_map.tiff) are in $(pwd)/out/demo"
+echo
+# Line mode: the same parts as a production line, a verdict for each as it arrives (the first
+# ones are scored together as the line's warm-up batch). 24 parts keep the demo short.
+line_dir="$run_dir/line"
+mkdir -p "$line_dir"
+find "$data" -type f \( -name '*.png' -o -name '*.jpg' \) | sort | awk 'NR % 4 == 1' | head -24 |
+  while read -r f; do cp "$f" "$line_dir/$(echo "$f" | tr '/' '_')"; done
+echo "line mode ($line_product): each part scored on arrival against the previous parts"
+./build/bin/musc-client --server "$address" line --product "$line_product" --images "$line_dir" \
+  --rate 4
 kill -TERM "$server_pid"
 wait "$server_pid"

@@ -59,8 +59,27 @@ absl::Status ValidateScoringOptions(const ScoringOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("block budget ", o.block_budget_bytes, " bytes is below the 1 MiB minimum"));
   }
+  if (o.approximate_neighbours < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("approximate_neighbours ", o.approximate_neighbours,
+                     " is invalid: 0 = exact, M >= 1 = score against M other images"));
+  }
+  if (o.token_dtype != "fp32" && o.token_dtype != "bf16" && o.token_dtype != "fp16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token_dtype '", o.token_dtype, "' is invalid: expected fp32, bf16 or fp16"));
+  }
   return absl::OkStatus();
 }
+
+namespace {
+
+at::ScalarType TokenScalarType(const std::string& token_dtype) {
+  if (token_dtype == "bf16") return at::kBFloat16;
+  if (token_dtype == "fp16") return at::kHalf;
+  return at::kFloat;
+}
+
+}  // namespace
 
 struct ScoringBatch::Impl {
   std::shared_ptr<MuscEngine::Impl> engine;
@@ -87,6 +106,7 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
   std::vector<std::vector<at::Tensor>> new_layers;
   std::vector<at::Tensor> new_embeddings;
   StageTimings spent;
+  const at::ScalarType token_type = TokenScalarType(impl_->scoring.token_dtype);
   try {
     c10::InferenceMode guard;
     for (size_t begin = 0; begin < images.size();
@@ -106,8 +126,10 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
       TORCH_CHECK(features.layer_maps.size() == new_layers.size() && !new_layers.empty(),
                   backbone.name(), " returned an inconsistent number of feature layers");
       for (size_t l = 0; l < features.layer_maps.size(); ++l) {
-        // Own, compact, channels-last copies: drops class tokens and backbone temporaries.
+        // Own, compact, channels-last copies in the storage dtype: drops class tokens and
+        // backbone temporaries. These copies are what grows with N until Score().
         new_layers[l].push_back(features.layer_maps[l]
+                                    .to(token_type)
                                     .contiguous(at::MemoryFormat::ChannelsLast)
                                     .clone(at::MemoryFormat::ChannelsLast));
       }
@@ -164,7 +186,12 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     msm.interval_low = options.interval_low;
     msm.interval_high = options.interval_high;
     msm.block_budget_bytes = options.block_budget_bytes;
-    result.small_batch = ComputeIntervalRanks(n, msm.interval_low, msm.interval_high).widened;
+    // M ≥ N−1 would compare with every other image anyway: the exact, paired path is faster.
+    msm.approximate_neighbours =
+        options.approximate_neighbours < n - 1 ? options.approximate_neighbours : 0;
+    const int64_t compared = msm.approximate_neighbours > 0 ? msm.approximate_neighbours + 1 : n;
+    result.small_batch =
+        ComputeIntervalRanks(compared, msm.interval_low, msm.interval_high).widened;
 
     // Mean over layers and degrees: every (layer, degree) gets the same weight.
     const double weight =
@@ -172,7 +199,8 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     at::Tensor accum = at::zeros({n, patches}, at::kDouble);
     result.timings.lnamd_s += watch.Lap();
     for (const auto& chunks : impl_->layer_chunks) {
-      const at::Tensor normed = LayerNormPerImage(chunks[0]);
+      // fp32 arithmetic whatever the storage: one layer is widened at a time.
+      const at::Tensor normed = LayerNormPerImage(chunks[0].to(at::kFloat));
       result.timings.lnamd_s += watch.Lap();
       for (int64_t r : options.degrees) {
         const at::Tensor z = AggregateNeighbourhood(normed, r, grid_h, grid_w);

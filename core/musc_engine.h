@@ -53,6 +53,14 @@ struct ScoringOptions {
   // Bound on MSM's extra memory (similarity tiles + distance table); see core/mutual_scoring.h.
   int64_t block_budget_bytes = int64_t{512} << 20;
   bool keep_maps = true;  // Return the S×S anomaly maps (else only patch grids + scores).
+  // Approximate MSM for large batches on small machines: each image is scored against M others
+  // chosen deterministically and spread across the batch (offsets 1 + ⌊k·(N−1)/M⌋), cost O(N·M)
+  // instead of O(N²). 0 = exact MuSc (all N−1 others); M ≥ N−1 is exact as well.
+  int64_t approximate_neighbours = 0;
+  // How the backbone's patch tokens are stored between Add() and Score(): "fp32", "bf16" or
+  // "fp16". Arithmetic stays fp32 (tokens are widened per layer); bf16/fp16 halve the storage
+  // that grows with N at the price of rounding the features (accuracy: docs/PERFORMANCE.md).
+  std::string token_dtype = "fp32";
 };
 
 // Checks degrees, interval, windows and budget; InvalidArgument says which and why.

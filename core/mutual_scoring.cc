@@ -68,7 +68,86 @@ Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes) {
   return plan;
 }
 
+// Mean of ranks [ranks.begin, ranks.end) of values (reordered in place), in double.
+double IntervalMean(std::vector<float>& values, const IntervalRanks& ranks) {
+  std::nth_element(values.begin(), values.begin() + (ranks.end - 1), values.end());
+  if (ranks.begin > 0) {
+    std::nth_element(values.begin(), values.begin() + ranks.begin, values.begin() + ranks.end);
+  }
+  double sum = 0.0;
+  for (int64_t k = ranks.begin; k < ranks.end; ++k) sum += values[k];
+  return sum / static_cast<double>(ranks.end - ranks.begin);
+}
+
+// Approximate MSM: image i against its M chosen neighbours only. Image by image, so the distance
+// table is L×M floats; neighbours are gathered (and widened to fp32) a chunk at a time so each GEMM
+// is L × C × chunk·L like the exact path's.
+MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScoringOptions& options,
+                                         double weight, at::Tensor& scores_accum) {
+  const int64_t n = z.size(0);
+  const int64_t l = z.size(1);
+  const int64_t c = z.size(2);
+  const std::vector<int64_t> offsets =
+      ApproximateNeighbourOffsets(n, std::min(options.approximate_neighbours, n - 1));
+  const int64_t m_total = static_cast<int64_t>(offsets.size());
+  // The interval is taken over the M distances each patch has, as if the batch held M + 1 images.
+  const IntervalRanks ranks =
+      ComputeIntervalRanks(m_total + 1, options.interval_low, options.interval_high);
+  const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float));
+  const int64_t tile_share = std::min(kMaxTileBytes, options.block_budget_bytes / 4);
+  const int64_t chunk = std::clamp<int64_t>(tile_share / pair_bytes, 1, m_total);
+
+  MutualScoringStats stats;
+  stats.resident_images = 1;
+  stats.stripes = 1;
+  stats.tile_bytes = chunk * pair_bytes;
+  stats.table_bytes = l * m_total * static_cast<int64_t>(sizeof(float));
+  const at::TensorOptions fp32 = z.options().dtype(at::kFloat);
+  at::Tensor tile = at::empty({chunk * l * l}, fp32);
+  at::Tensor gathered = at::empty({chunk, l, c}, fp32);
+  std::vector<float> table(static_cast<size_t>(l * m_total));
+  float* const tile_data = tile.data_ptr<float>();
+  double* const accum = scores_accum.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    const at::Tensor zi = z[i].to(at::kFloat);  // A view when z is already fp32.
+    for (int64_t k0 = 0; k0 < m_total; k0 += chunk) {
+      const int64_t m = std::min(chunk, m_total - k0);
+      for (int64_t k = 0; k < m; ++k) gathered[k].copy_(z[(i + offsets[k0 + k]) % n]);
+      at::Tensor sims = tile.narrow(0, 0, m * l * l).view({l, m * l});
+      at::mm_out(sims, zi, gathered.narrow(0, 0, m).view({m * l, c}).t());
+      stats.pair_gemms += m;
+      at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> row_max(l);
+        for (int64_t k = begin; k < end; ++k) {
+          ReducePairBlock(tile_data + k * l, m * l, l, l, row_max.data(), nullptr);
+          float* out = table.data() + k0 + k;
+          for (int64_t p = 0; p < l; ++p) out[p * m_total] = DistanceFromSimilarity(row_max[p]);
+        }
+      });
+    }
+    at::parallel_for(0, l, 64, [&](int64_t begin, int64_t end) {
+      std::vector<float> values(m_total);
+      for (int64_t p = begin; p < end; ++p) {
+        const float* distances = table.data() + p * m_total;
+        std::copy(distances, distances + m_total, values.begin());
+        accum[i * l + p] += weight * IntervalMean(values, ranks);
+      }
+    });
+  }
+  return stats;
+}
+
 }  // namespace
+
+std::vector<int64_t> ApproximateNeighbourOffsets(int64_t n_images, int64_t neighbours) {
+  TORCH_CHECK(neighbours >= 0 && neighbours <= n_images - 1, "cannot choose ", neighbours,
+              " neighbours among the ", n_images - 1, " other images");
+  std::vector<int64_t> offsets;
+  offsets.reserve(static_cast<size_t>(neighbours));
+  // Step (N−1)/M ≥ 1, so the offsets are strictly increasing within [1, N−1]: distinct, never 0.
+  for (int64_t k = 0; k < neighbours; ++k) offsets.push_back(1 + k * (n_images - 1) / neighbours);
+  return offsets;
+}
 
 IntervalRanks ComputeIntervalRanks(int64_t n_images, double interval_low, double interval_high) {
   TORCH_CHECK(n_images >= 2, "mutual scoring needs at least 2 images, got ", n_images);
@@ -92,7 +171,10 @@ IntervalRanks ComputeIntervalRanks(int64_t n_images, double interval_low, double
 MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScoringOptions& options,
                                           double weight, at::Tensor& scores_accum) {
   TORCH_CHECK(z.dim() == 3, "Z must be N×L×C, got ", z.sizes());
-  TORCH_CHECK(z.scalar_type() == at::kFloat && z.is_contiguous(), "Z must be contiguous float32");
+  TORCH_CHECK((z.scalar_type() == at::kFloat || z.scalar_type() == at::kBFloat16 ||
+               z.scalar_type() == at::kHalf) &&
+                  z.is_contiguous(),
+              "Z must be contiguous float32, bfloat16 or float16");
   const int64_t n = z.size(0);
   const int64_t l = z.size(1);
   const int64_t c = z.size(2);
@@ -101,6 +183,10 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
                   scores_accum.dim() == 2 && scores_accum.size(0) == n && scores_accum.size(1) == l,
               "scores_accum must be a contiguous float64 N×L tensor matching Z");
   TORCH_CHECK(options.block_budget_bytes > 0, "block budget must be positive");
+  TORCH_CHECK(options.approximate_neighbours >= 0, "approximate_neighbours must be >= 0");
+  if (options.approximate_neighbours > 0) {
+    return AccumulateApproximate(z, options, weight, scores_accum);
+  }
   const IntervalRanks ranks = ComputeIntervalRanks(n, options.interval_low, options.interval_high);
 
   const Plan plan = MakePlan(n, l, options.block_budget_bytes);
@@ -109,7 +195,8 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
   stats.tile_bytes = plan.chunk_images * l * l * static_cast<int64_t>(sizeof(float));
   stats.table_bytes = plan.resident_images * l * n * static_cast<int64_t>(sizeof(float));
 
-  at::Tensor tile = at::empty({plan.chunk_images * l * l}, z.options());
+  const bool widen = z.scalar_type() != at::kFloat;
+  at::Tensor tile = at::empty({plan.chunk_images * l * l}, z.options().dtype(at::kFloat));
   // table[(i − s0)][p][j] = min distance from patch p of image i to image j (j = i unused).
   std::vector<float> table(static_cast<size_t>(plan.resident_images * l * n));
   float* const tile_data = tile.data_ptr<float>();
@@ -119,7 +206,7 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
     const int64_t s1 = std::min(n, s0 + plan.resident_images);
     ++stats.stripes;
     for (int64_t i = s0; i < s1; ++i) {
-      const at::Tensor zi = z[i];  // L×C
+      const at::Tensor zi = z[i].to(at::kFloat);  // L×C; a view when z is fp32.
       // Targets of image i: partners later in the stripe are paired (both directions from one
       // GEMM); images outside the stripe are scored from i's side only and will compute the
       // reverse direction themselves when their stripe is resident.
@@ -132,7 +219,10 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
         for (int64_t j0 = range.begin; j0 < range.end; j0 += plan.chunk_images) {
           const int64_t m = std::min(plan.chunk_images, range.end - j0);
           at::Tensor sims = tile.narrow(0, 0, m * l * l).view({l, m * l});
-          at::mm_out(sims, zi, z.narrow(0, j0, m).view({m * l, c}).t());
+          // Half-precision tokens are widened per chunk: O(L·C) per pair against the GEMM's
+          // O(L²·C), so storage halves at a negligible cost.
+          const at::Tensor partners = z.narrow(0, j0, m).view({m * l, c});
+          at::mm_out(sims, zi, (widen ? partners.to(at::kFloat) : partners).t());
           stats.pair_gemms += m;
           at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
             std::vector<float> row_max(l);
@@ -162,14 +252,7 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
         const float* distances = table.data() + (row - s0 * l) * n;
         std::copy(distances, distances + i, values.begin());
         std::copy(distances + i + 1, distances + n, values.begin() + i);
-        std::nth_element(values.begin(), values.begin() + (ranks.end - 1), values.end());
-        if (ranks.begin > 0) {
-          std::nth_element(values.begin(), values.begin() + ranks.begin,
-                           values.begin() + ranks.end);
-        }
-        double sum = 0.0;
-        for (int64_t k = ranks.begin; k < ranks.end; ++k) sum += values[k];
-        accum[row] += weight * sum / static_cast<double>(ranks.end - ranks.begin);
+        accum[row] += weight * IntervalMean(values, ranks);
       }
     });
   }

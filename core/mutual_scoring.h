@@ -20,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace musc {
 
@@ -28,7 +29,15 @@ struct MutualScoringOptions {
   double interval_high = 0.3;  // Fraction at which the interval ends (exclusive).
   // Bound on the extra memory MSM may use (similarity tiles + the resident distance table).
   int64_t block_budget_bytes = int64_t{512} << 20;
+  // 0 = exact. M in [1, N−2]: each image i is compared with the M images (i + o_k) mod N,
+  // o_k = 1 + ⌊k·(N−1)/M⌋ (k = 0 … M−1): distinct, never i, spread evenly over the batch, so every
+  // image is also chosen by M others. The interval is then taken over those M distances. Row
+  // maxima only (the chosen relation is not symmetric), memory L·M floats per image in flight.
+  int64_t approximate_neighbours = 0;
 };
+
+// The neighbour offsets the approximate mode uses for a batch of n images (empty when exact).
+std::vector<int64_t> ApproximateNeighbourOffsets(int64_t n_images, int64_t neighbours);
 
 // The ranks [begin, end) of the sorted N−1 distances that are averaged. Follows the reference
 // (k = floor(fraction·(N−1)), bounds swapped if given in the wrong order). When that interval is
@@ -52,8 +61,9 @@ struct MutualScoringStats {
 };
 
 // Adds weight · score(i, p) to scores_accum[i][p] for every image and patch.
-// z: N×L×C contiguous float32 with unit-norm rows. scores_accum: N×L float64, contiguous.
-// Requires N ≥ 2. Throws c10::Error on malformed input.
+// z: N×L×C contiguous float32, bfloat16 or float16 with unit-norm rows (half-precision tokens are
+// widened to float32 one GEMM operand at a time: storage halves, the arithmetic stays fp32).
+// scores_accum: N×L float64, contiguous. Requires N ≥ 2. Throws c10::Error on malformed input.
 MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScoringOptions& options,
                                           double weight, at::Tensor& scores_accum);
 

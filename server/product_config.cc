@@ -149,8 +149,10 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
   if (backbone["seed"]) p.backbone.seed = backbone["seed"].as<uint64_t>();
 
   if (const YAML::Node scoring = node["scoring"]) {
-    if (absl::Status s = CheckKeys(
-            scoring, {"degrees", "interval", "rscin_windows", "block_budget_mib"}, at + ".scoring");
+    if (absl::Status s = CheckKeys(scoring,
+                                   {"degrees", "interval", "rscin_windows", "block_budget_mib",
+                                    "approximate_neighbours", "token_dtype"},
+                                   at + ".scoring");
         !s.ok()) {
       return s;
     }
@@ -170,6 +172,10 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
     if (scoring["block_budget_mib"]) {
       p.scoring.block_budget_bytes = scoring["block_budget_mib"].as<int64_t>() << 20;
     }
+    if (scoring["approximate_neighbours"]) {
+      p.scoring.approximate_neighbours = scoring["approximate_neighbours"].as<int64_t>();
+    }
+    if (scoring["token_dtype"]) p.scoring.token_dtype = scoring["token_dtype"].as<std::string>();
   }
   if (absl::Status s = ValidateScoringOptions(p.scoring); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(at, ".scoring: ", s.message()));

@@ -2,12 +2,14 @@
 //   musc-bench msm   [--quick] [--budget-mib B] [--threads T]
 //   musc-bench demo  --data DIR [--model M] [--weights DIR] [--size S] [--limit N] [--out DIR]
 //   musc-bench line  --data DIR [--model M] [--weights DIR | --random-weights] [--bank M]
+//   musc-bench backbone | memory | approx | scaling   (issue 8; see bench/perf_benchmarks.h)
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "bench/demo_batch.h"
 #include "bench/line_benchmark.h"
 #include "bench/msm_benchmark.h"
+#include "bench/perf_benchmarks.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"musc-bench: MuSc core benchmarks and demo"};
@@ -41,6 +43,10 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--out", demo.out_dir, "write heat-map PNGs here");
   demo_cmd->add_option("--threads", demo.engine.intra_op_threads, "intra-op threads");
   demo_cmd->add_option("--budget-mib", demo_budget_mib, "MSM block budget in MiB");
+  demo_cmd->add_option("--approximate", demo.engine.scoring.approximate_neighbours,
+                       "approximate MSM: M neighbours per image (0 = exact)");
+  demo_cmd->add_option("--token-dtype", demo.engine.scoring.token_dtype,
+                       "token storage: fp32, bf16, fp16");
 
   musc::LineBenchmarkOptions line;
   line.engine.intra_op_threads = 0;
@@ -57,8 +63,67 @@ int main(int argc, char** argv) {
   line_cmd->add_option("--scored", line.scored, "images timed")->capture_default_str();
   line_cmd->add_option("--threads", line.engine.intra_op_threads, "intra-op threads");
 
+  musc::BackboneBenchmarkOptions bb;
+  CLI::App* bb_cmd = app.add_subcommand(
+      "backbone", "ViT forward FLOP/s vs fp32 GEMM; last line backbone_vs_gemm_ratio=X.XX");
+  bb_cmd->add_option("--model", bb.model, "ViT registry name")->capture_default_str();
+  bb_cmd->add_option("--size", bb.input_size, "input size S")->capture_default_str();
+  bb_cmd->add_option("--batch", bb.batches, "images per forward pass (each measured)");
+  bb_cmd->add_option("--repeats", bb.repeats, "timed forwards per batch size (best kept)");
+  bb_cmd->add_option("--threads", bb.threads, "intra-op threads (0 = all cores)");
+  bool no_breakdown = false;
+  bb_cmd->add_flag("--no-breakdown", no_breakdown, "skip the per-operator timing of one block");
+
+  musc::MemoryBenchmarkOptions mem;
+  int64_t mem_budget_mib = mem.block_budget_bytes >> 20;
+  CLI::App* mem_cmd = app.add_subcommand(
+      "memory", "MSM peak RSS vs N; last line memory_slope_vs_token_bytes=X.XX ...");
+  mem_cmd->add_option("--images", mem.images, "batch sizes N");
+  mem_cmd->add_option("--patches", mem.patches, "patches L")->capture_default_str();
+  mem_cmd->add_option("--channels", mem.channels, "channels C")->capture_default_str();
+  mem_cmd->add_option("--budget-mib", mem_budget_mib, "MSM block budget in MiB")
+      ->capture_default_str();
+  mem_cmd->add_option("--token-dtype", mem.token_dtype, "fp32, bf16, fp16")->capture_default_str();
+  mem_cmd->add_option("--threads", mem.threads, "intra-op threads (0 = all cores)");
+
+  musc::ApproxBenchmarkOptions approx;
+  CLI::App* approx_cmd = app.add_subcommand(
+      "approx", "approximate MSM (M neighbours) vs exact; last line approx_speedup=X.XX");
+  approx_cmd->add_option("--images", approx.images, "batch sizes N");
+  approx_cmd->add_option("--neighbours", approx.neighbours, "neighbour counts M");
+  approx_cmd->add_option("--patches", approx.patches, "patches L")->capture_default_str();
+  approx_cmd->add_option("--channels", approx.channels, "channels C")->capture_default_str();
+  approx_cmd->add_option("--threads", approx.threads, "intra-op threads (0 = all cores)");
+
+  musc::ScalingBenchmarkOptions scaling;
+  CLI::App* scaling_cmd = app.add_subcommand(
+      "scaling", "whole-batch time vs N through the engine; last line scaling_exponent=X.XX");
+  scaling_cmd->add_option("--model", scaling.engine.backbone.model, "backbone model name");
+  scaling_cmd->add_option("--weights", scaling.engine.backbone.weights_path, "weights");
+  scaling_cmd->add_flag("--random-weights", scaling.engine.backbone.random_weights,
+                        "ViT: seeded random weights (timing only)");
+  scaling_cmd->add_option("--size", scaling.engine.backbone.input_size, "input size S");
+  scaling_cmd->add_option("--layers", scaling.engine.backbone.layers, "feature layers");
+  scaling_cmd->add_option("--images", scaling.images, "batch sizes N");
+  scaling_cmd->add_option("--approximate", scaling.engine.scoring.approximate_neighbours,
+                          "approximate MSM neighbours (0 = exact)");
+  scaling_cmd->add_option("--threads", scaling.engine.intra_op_threads, "intra-op threads");
+
   CLI11_PARSE(app, argc, argv);
   if (line_cmd->parsed()) return musc::RunLineBenchmark(line);
+  if (bb_cmd->parsed()) {
+    bb.breakdown = !no_breakdown;
+    return musc::RunBackboneBenchmark(bb);
+  }
+  if (mem_cmd->parsed()) {
+    mem.block_budget_bytes = mem_budget_mib << 20;
+    return musc::RunMemoryBenchmark(mem);
+  }
+  if (approx_cmd->parsed()) return musc::RunApproxBenchmark(approx);
+  if (scaling_cmd->parsed()) {
+    scaling.engine.scoring.keep_maps = false;  // Timing only.
+    return musc::RunScalingBenchmark(scaling);
+  }
 
   if (msm_cmd->parsed()) {
     msm.block_budget_bytes = msm_budget_mib << 20;

@@ -252,7 +252,17 @@ ServerMetrics::ServerMetrics()
                           .Name("musc_limit_refusals_total")
                           .Help("Requests refused with RESOURCE_EXHAUSTED by a configured limit, "
                                 "by limit.")
-                          .Register(*registry_)) {
+                          .Register(*registry_)),
+      spool_write_failures_(prometheus::BuildCounter()
+                                .Name("musc_spool_write_failures_total")
+                                .Help("Spool writes that failed, by reason (disk_full, "
+                                      "unwritable); a failed image write refuses the image.")
+                                .Register(*registry_)),
+      recovered_sessions_(prometheus::BuildCounter()
+                              .Name("musc_recovered_sessions_total")
+                              .Help("Sessions read back from the spool at start, by the state "
+                                    "they came back in.")
+                              .Register(*registry_)) {
   // Exported at 0 from the start, so rate() and alerts see the first refusal as an increase.
   for (const char* reason : {"unauthenticated", "permission_denied"}) {
     auth_failures_.Add({{"reason", reason}});
@@ -260,6 +270,9 @@ ServerMetrics::ServerMetrics()
   for (const char* limit : {"sessions_per_product", "max_sessions", "images_per_session",
                             "session_bytes", "concurrent_streams"}) {
     limit_refusals_.Add({{"limit", limit}});
+  }
+  for (const char* reason : {"disk_full", "unwritable"}) {
+    spool_write_failures_.Add({{"reason", reason}});
   }
 }
 
@@ -350,6 +363,14 @@ void ServerMetrics::AuthFailure(const std::string& reason) {
 
 void ServerMetrics::LimitRefused(const std::string& limit) {
   limit_refusals_.Add({{"limit", limit}}).Increment();
+}
+
+void ServerMetrics::SpoolWriteFailed(const std::string& reason) {
+  spool_write_failures_.Add({{"reason", reason}}).Increment();
+}
+
+void ServerMetrics::SessionRecovered(v1::SessionState state) {
+  recovered_sessions_.Add({{"state", Lower(v1::SessionState_Name(state))}}).Increment();
 }
 
 std::string ServerMetrics::SerializeText() const {

@@ -77,6 +77,11 @@ class ServerMetrics {
   // A request refused with RESOURCE_EXHAUSTED by a configured limit: "sessions_per_product",
   // "max_sessions", "images_per_session", "session_bytes" or "concurrent_streams".
   void LimitRefused(const std::string& limit);
+  // A spool write that failed (the image or state change was refused or is not durable):
+  // reason "disk_full" or "unwritable".
+  void SpoolWriteFailed(const std::string& reason);
+  // A session read back from the spool at start, by the state it came back in.
+  void SessionRecovered(v1::SessionState state);
 
   // Everything, in the Prometheus text exposition format (what /metrics serves).
   std::string SerializeText() const;
@@ -111,6 +116,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& decision_alarm_;
   prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Counter>& limit_refusals_;
+  prometheus::Family<prometheus::Counter>& spool_write_failures_;
+  prometheus::Family<prometheus::Counter>& recovered_sessions_;
 };
 
 }  // namespace musc

@@ -128,6 +128,13 @@ int ServerProcess::Terminate(double timeout_seconds) {
   return -1;
 }
 
+void ServerProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
 std::string ServerProcess::ScrapeMetrics() const {
   if (metrics_port_ <= 0) return "";
   HttpResponse response = HttpGet(metrics_port_, "/metrics");

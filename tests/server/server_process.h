@@ -36,6 +36,8 @@ class ServerProcess {
   std::unique_ptr<MuscClient> Connect(const ClientOptions& options) const;
   // Sends SIGTERM and waits; returns the exit status (as from waitpid), or -1 on timeout.
   int Terminate(double timeout_seconds);
+  // SIGKILL, as a crash: no shutdown code runs. Waits for the process to be gone.
+  void Kill();
   const std::string& log_path() const { return log_path_; }
   std::string ReadLog() const;
 

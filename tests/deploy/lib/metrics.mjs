@@ -19,6 +19,8 @@ export const METRICS = {
   musc_backbone_load_seconds: { type: "gauge", labels: ["backbone"] },
   musc_auth_failures_total: { type: "counter", labels: ["reason"] },
   musc_limit_refusals_total: { type: "counter", labels: ["limit"] },
+  musc_spool_write_failures_total: { type: "counter", labels: ["reason"] },
+  musc_recovered_sessions_total: { type: "counter", labels: ["state"] },
   musc_line_images_total: { type: "counter", labels: ["product"] },
   musc_line_latency_seconds: { type: "histogram", labels: ["product"] },
   musc_line_bank_images: { type: "gauge", labels: ["product"] },

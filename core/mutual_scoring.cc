@@ -57,8 +57,10 @@ struct Plan {
   int64_t resident_images;  // Images whose distance rows are held at once.
 };
 
-Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes) {
-  const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float));
+// widen_bytes: per partner image, the fp32 copy of its tokens made when Z is stored in half
+// precision (L·C·4 B; 0 for fp32 Z), counted in the tile's share of the budget.
+Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes, int64_t widen_bytes) {
+  const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float)) + widen_bytes;
   const int64_t tile_share = std::min(kMaxTileBytes, budget_bytes / 4);
   Plan plan;
   plan.chunk_images = std::clamp<int64_t>(tile_share / pair_bytes, 1, std::max<int64_t>(n - 1, 1));
@@ -93,14 +95,15 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
   // The interval is taken over the M distances each patch has, as if the batch held M + 1 images.
   const IntervalRanks ranks =
       ComputeIntervalRanks(m_total + 1, options.interval_low, options.interval_high);
-  const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float));
+  // Per neighbour in flight: its L×L similarities and its gathered fp32 tokens.
+  const int64_t pair_bytes = (l * l + l * c) * static_cast<int64_t>(sizeof(float));
   const int64_t tile_share = std::min(kMaxTileBytes, options.block_budget_bytes / 4);
   const int64_t chunk = std::clamp<int64_t>(tile_share / pair_bytes, 1, m_total);
 
   MutualScoringStats stats;
   stats.resident_images = 1;
   stats.stripes = 1;
-  stats.tile_bytes = chunk * pair_bytes;
+  stats.tile_bytes = chunk * l * l * static_cast<int64_t>(sizeof(float));
   stats.table_bytes = l * m_total * static_cast<int64_t>(sizeof(float));
   const at::TensorOptions fp32 = z.options().dtype(at::kFloat);
   at::Tensor tile = at::empty({chunk * l * l}, fp32);
@@ -189,13 +192,14 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
   }
   const IntervalRanks ranks = ComputeIntervalRanks(n, options.interval_low, options.interval_high);
 
-  const Plan plan = MakePlan(n, l, options.block_budget_bytes);
+  const bool widen = z.scalar_type() != at::kFloat;
+  const Plan plan = MakePlan(n, l, options.block_budget_bytes,
+                             widen ? l * c * static_cast<int64_t>(sizeof(float)) : 0);
   MutualScoringStats stats;
   stats.resident_images = plan.resident_images;
   stats.tile_bytes = plan.chunk_images * l * l * static_cast<int64_t>(sizeof(float));
   stats.table_bytes = plan.resident_images * l * n * static_cast<int64_t>(sizeof(float));
 
-  const bool widen = z.scalar_type() != at::kFloat;
   at::Tensor tile = at::empty({plan.chunk_images * l * l}, z.options().dtype(at::kFloat));
   // table[(i − s0)][p][j] = min distance from patch p of image i to image j (j = i unused).
   std::vector<float> table(static_cast<size_t>(plan.resident_images * l * n));

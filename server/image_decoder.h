@@ -1,4 +1,5 @@
 // Bounded decoding of client images (PNG, JPEG, BMP, TIFF; 8/16-bit; grey or colour).
+// What is accepted and how it is interpreted (alpha, 16-bit, EXIF orientation): docs/INPUT.md.
 #ifndef MUSC_SERVER_IMAGE_DECODER_H_
 #define MUSC_SERVER_IMAGE_DECODER_H_
 
@@ -15,8 +16,11 @@ struct DecodeLimits {
   int64_t max_pixels = int64_t{64} << 20;  // Width × height, checked from the header.
 };
 
-// Must run before the first decode (OpenCV reads its size limits from the environment once):
-// makes OpenCV refuse images whose header announces more than max_pixels, before allocating.
+// Does nothing; kept until its callers are gone. It used to set OPENCV_IO_MAX_IMAGE_PIXELS, but
+// OpenCV 4.6 reads that variable in a static initialiser when libopencv_imgcodecs is loaded, before
+// main() runs, so setting it later never had an effect (measured: a 100×100 PNG still decodes
+// after setenv(..., "10") as the first statement of main). DecodeImage enforces DecodeLimits
+// itself.
 void ConfigureDecoderLimits(const DecodeLimits& limits);
 
 // A decoded image: RGB (CV_8UC3 / CV_16UC3) or grey (CV_8UC1 / CV_16UC1). Alpha is dropped.
@@ -25,7 +29,9 @@ struct DecodedImage {
   cv::Mat pixels;
 };
 
-// INVALID_ARGUMENT for empty, oversized, unsupported, truncated or corrupt data.
+// INVALID_ARGUMENT for empty, oversized, unsupported, truncated or corrupt data. The size limits
+// are checked from the header (server/image_header.h) before OpenCV sees the data, so a small
+// file announcing a huge image is refused without allocating for it.
 absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes, const DecodeLimits& limits);
 
 }  // namespace musc

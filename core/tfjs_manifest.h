@@ -26,6 +26,10 @@ inline constexpr int kTfjsMaxRank = 8;
 inline constexpr int64_t kTfjsMaxTensorElements = int64_t{1} << 28;  // 1 GiB of float32.
 inline constexpr int64_t kTfjsMaxTotalElements = int64_t{1} << 29;   // 2 GiB of float32.
 inline constexpr int64_t kTfjsMaxModelJsonBytes = int64_t{64} << 20;
+// Real model.json files nest about ten deep. Error messages render JSON values recursively, so a
+// hostile file nested tens of thousands deep would overflow the stack; it is refused before
+// parsing.
+inline constexpr int kTfjsMaxJsonDepth = 64;
 
 enum class KerasPadding { kValid, kSame };
 

@@ -170,7 +170,13 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
       p.scoring.rscin_windows = scoring["rscin_windows"].as<std::vector<int64_t>>();
     }
     if (scoring["block_budget_mib"]) {
-      p.scoring.block_budget_bytes = scoring["block_budget_mib"].as<int64_t>() << 20;
+      // Bounded before the shift: shifting a negative or huge value is undefined behaviour.
+      const int64_t mib = scoring["block_budget_mib"].as<int64_t>();
+      if (mib < 1 || mib > (int64_t{1} << 20)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".scoring.block_budget_mib: ", mib, " is not in 1..1048576"));
+      }
+      p.scoring.block_budget_bytes = mib << 20;
     }
     if (scoring["approximate_neighbours"]) {
       p.scoring.approximate_neighbours = scoring["approximate_neighbours"].as<int64_t>();
@@ -205,8 +211,9 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
     return absl::InvalidArgumentError(
         absl::StrCat(at, ".batch: max_images ", p.max_images, " < min_images ", p.min_images));
   }
-  if (p.auto_seal.idle_seconds < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(at, ".batch.auto_seal.idle_seconds < 0"));
+  if (!(p.auto_seal.idle_seconds >= 0)) {  // Also refuses NaN, which fails every comparison.
+    return absl::InvalidArgumentError(
+        absl::StrCat(at, ".batch.auto_seal.idle_seconds must be a number >= 0"));
   }
 
   if (const YAML::Node maps = node["maps"]) {

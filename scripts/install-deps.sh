@@ -24,6 +24,7 @@ build_packages=(
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   prometheus-cpp-dev
   libssl-dev openssl
+  clang libfuzzer-14-dev libclang-rt-14-dev
   # Real peers for the tests: a Prometheus server + promtool, nginx as the gRPC proxy,
   # yamllint and Node.js's npm for the deployment manifests.
   prometheus nginx-light yamllint

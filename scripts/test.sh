@@ -15,3 +15,6 @@ ctest --test-dir build --output-on-failure
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMUSC_SANITIZE=ON
 cmake --build build-asan -j"$jobs"
 ctest --test-dir build-asan --output-on-failure
+
+# libFuzzer on the parsers of untrusted input, a fixed number of runs each (scripts/fuzz.sh).
+scripts/fuzz.sh

@@ -65,7 +65,7 @@ for t in "${targets[@]}"; do
   corpus="$work/$t"
   mkdir -p "$corpus"
   cp fuzz/corpus/"$t"/* "$corpus"/
-  echo "fuzz.sh: $t: $runs runs from $(ls "$corpus" | wc -l) seeds"
+  echo "fuzz.sh: $t: $runs runs from $(find "$corpus" -type f | wc -l) seeds"
   dict=()
   if [[ -f fuzz/$t.dict ]]; then dict=(-dict="fuzz/$t.dict"); fi
   start=$SECONDS

@@ -71,7 +71,8 @@ for t in "${targets[@]}"; do
   start=$SECONDS
   # -close_fd_mask=2: OpenCV and libpng print to stderr for every bad image; sanitizer and
   # libFuzzer reports still come through.
-  if "$build/bin/$t" "$corpus" "${dict[@]}" -runs="$runs" -seed="$seed" -max_len="${max_len[$t]}" \
+  # TMPDIR: whatever a target leaves in its temporary directory goes with $work.
+  if TMPDIR="$work" "$build/bin/$t" "$corpus" "${dict[@]}" -runs="$runs" -seed="$seed" -max_len="${max_len[$t]}" \
       -detect_leaks=1 -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 -print_final_stats=1 \
       -artifact_prefix="$build/artifacts/$t-" >"$work/$t.log" 2>&1; then
     echo "fuzz.sh: $t: ok in $((SECONDS - start)) s ($(grep -o 'cov: [0-9]*' "$work/$t.log" | tail -1))"

@@ -109,6 +109,7 @@ v1::ImageAck ImageAssembler::Complete(Session& session) {
   image.metadata = std::move(metadata_);
   image.encoded_bytes = static_cast<int64_t>(buffer_.size());
   image.decode_seconds = decode_seconds;
+  image.encoded = std::move(buffer_);  // For the spool; the session drops it once stored.
   const int width = image.pixels.cols;
   const int height = image.pixels.rows;
   Reset();

@@ -10,8 +10,6 @@
 
 namespace musc {
 
-void ConfigureDecoderLimits(const DecodeLimits& /*limits*/) {}
-
 absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes, const DecodeLimits& limits) {
   if (bytes.empty()) return absl::InvalidArgumentError("image is empty (0 bytes)");
   if (static_cast<int64_t>(bytes.size()) > limits.max_bytes ||

@@ -16,12 +16,9 @@ struct DecodeLimits {
   int64_t max_pixels = int64_t{64} << 20;  // Width × height, checked from the header.
 };
 
-// Does nothing; kept until its callers are gone. It used to set OPENCV_IO_MAX_IMAGE_PIXELS, but
-// OpenCV 4.6 reads that variable in a static initialiser when libopencv_imgcodecs is loaded, before
-// main() runs, so setting it later never had an effect (measured: a 100×100 PNG still decodes
-// after setenv(..., "10") as the first statement of main). DecodeImage enforces DecodeLimits
-// itself.
-void ConfigureDecoderLimits(const DecodeLimits& limits);
+// DecodeImage enforces DecodeLimits itself, from the header, before OpenCV runs. (Setting
+// OPENCV_IO_MAX_IMAGE_PIXELS at run time cannot: OpenCV 4.6 reads it in a static initialiser
+// when libopencv_imgcodecs is loaded, before main() — measured.)
 
 // A decoded image: RGB (CV_8UC3 / CV_16UC3) or grey (CV_8UC1 / CV_16UC1). Alpha is dropped.
 // EXIF orientation is NOT applied: maps are returned in the stored pixel layout.

@@ -31,6 +31,7 @@
 #include "server/scheduler.h"
 #include "server/server_metrics.h"
 #include "server/session_manager.h"
+#include "server/spool.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address host:port (port 0 picks a free port; see --port_file)");
@@ -57,6 +58,10 @@ ABSL_FLAG(double, result_retention, 3600, "Seconds finished sessions stay readab
 ABSL_FLAG(double, shutdown_grace, 60,
           "On SIGTERM/SIGINT: seconds to finish queued and running batches before exiting");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, spool_dir, "",
+          "Directory where sessions, images and results are persisted (docs/RELIABILITY.md): an "
+          "image is acknowledged only once it is on disk, and a restart resumes every session "
+          "(line-mode banks too, in <dir>/lines/<product>). Empty: in memory only");
 ABSL_FLAG(std::string, tls_cert, "",
           "Server certificate chain (PEM). With --tls_key: gRPC is served over TLS only");
 ABSL_FLAG(std::string, tls_key, "", "Private key of --tls_cert (PEM)");
@@ -184,6 +189,9 @@ int Run() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which the spool reports like
+  // a full disk, instead of the signal killing the server.
+  signal(SIGXFSZ, SIG_IGN);
 
   absl::StatusOr<std::vector<ProductConfig>> products =
       LoadProductsFile(absl::GetFlag(FLAGS_products));
@@ -229,7 +237,6 @@ int Run() {
   DecodeLimits limits;
   limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
-  ConfigureDecoderLimits(limits);
 
   // Listen first, answering health checks with NOT_SERVING (and calls with UNAVAILABLE) while the
   // backbones load: orchestrators see a live process that is not ready yet.
@@ -274,6 +281,19 @@ int Run() {
     WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics_port);
   }
 
+  // Before the backbones load: a spool that cannot be written stops the start at once.
+  std::unique_ptr<Spool> spool;
+  if (!absl::GetFlag(FLAGS_spool_dir).empty()) {
+    absl::StatusOr<std::unique_ptr<Spool>> opened =
+        Spool::Open(absl::GetFlag(FLAGS_spool_dir), limits, &metrics);
+    if (!opened.ok()) {
+      LogError(opened.status().ToString());
+      server->Shutdown();
+      return 1;
+    }
+    spool = *std::move(opened);
+  }
+
   EnginePoolOptions pool_options;
   pool_options.intra_op_threads = absl::GetFlag(FLAGS_threads);
   pool_options.backbone_batch_size = absl::GetFlag(FLAGS_backbone_batch);
@@ -300,7 +320,16 @@ int Run() {
   session_options.max_sessions = static_cast<size_t>(absl::GetFlag(FLAGS_max_sessions));
   session_options.max_sessions_per_product =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_sessions_per_product)));
+  session_options.spool = spool.get();
   SessionManager sessions(*products, &scheduler, session_options, &metrics);
+  // Before SERVING: a client that reconnects finds its sessions as it left them.
+  if (spool != nullptr) {
+    if (absl::Status s = RecoverSessions(*spool, sessions, scheduler, &metrics); !s.ok()) {
+      LogError(s.ToString());
+      server->Shutdown();
+      return 1;
+    }
+  }
 
   std::set<std::string> backbones;
   for (const auto& [model, seconds] : (*engines)->load_seconds()) {
@@ -328,8 +357,10 @@ int Run() {
   LineRunners lines;
   for (const ProductConfig& product : sessions.products()) {
     if (!product.line) continue;
-    absl::StatusOr<std::unique_ptr<LineRunner>> runner =
-        LineRunner::Create(&product, (*engines)->ForProduct(product.name), &metrics);
+    const std::string spool = absl::GetFlag(FLAGS_spool_dir);
+    absl::StatusOr<std::unique_ptr<LineRunner>> runner = LineRunner::Create(
+        &product, (*engines)->ForProduct(product.name), &metrics,
+        spool.empty() ? "" : absl::StrCat(spool, "/lines/", product.name), limits);
     if (!runner.ok()) {
       LogError(absl::StrCat("product '", product.name, "': ", runner.status().ToString()));
       server->Shutdown();

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/thread_priority.h"
 
 namespace musc {
 namespace {
@@ -29,12 +30,12 @@ Scheduler::Scheduler(const EnginePool* engines, SchedulerOptions options, Server
 
 Scheduler::~Scheduler() { Drain(std::chrono::milliseconds(0)); }
 
-absl::Status Scheduler::Enqueue(std::shared_ptr<Session> session) {
+absl::Status Scheduler::Enqueue(std::shared_ptr<Session> session, bool recovered) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_)
       return absl::UnavailableError("server is shutting down; not scoring new batches");
-    if (queue_.size() >= options_.queue_capacity) {
+    if (queue_.size() >= options_.queue_capacity && !recovered) {
       return absl::ResourceExhaustedError(absl::StrCat("scoring queue is full (", queue_.size(),
                                                        " batches waiting); retry the seal later"));
     }
@@ -66,7 +67,13 @@ int Scheduler::Drain(std::chrono::milliseconds grace) {
   }
   work_ready_.notify_all();
   for (auto& session : abandoned) {
-    session->Fail("server shut down before this batch was scored; submit it again");
+    if (session->persistent()) {
+      session->Fail("server shut down before this batch was scored; it is scored when the server "
+                    "restarts on the same --spool_dir",
+                    /*persist=*/false);
+    } else {
+      session->Fail("server shut down before this batch was scored; submit it again");
+    }
   }
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
@@ -75,6 +82,7 @@ int Scheduler::Drain(std::chrono::milliseconds grace) {
 }
 
 void Scheduler::WorkerLoop() {
+  SetCurrentThreadNice(kScoringNice);
   for (;;) {
     std::shared_ptr<Session> session;
     {

@@ -30,8 +30,8 @@ class Scheduler {
   ~Scheduler();  // Drain(0) if not done.
 
   // Queues a SEALED session. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
-  // draining.
-  absl::Status Enqueue(std::shared_ptr<Session> session);
+  // draining. `recovered`: a batch sealed before a restart, admitted then, so not refused now.
+  absl::Status Enqueue(std::shared_ptr<Session> session, bool recovered = false);
 
   // Stops taking work and waits up to `grace` for queued and running batches to finish; what is
   // still queued afterwards is failed with a clear message. Returns the number of such batches.

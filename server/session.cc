@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/map_encoder.h"
+#include "server/spool.h"
 
 namespace musc {
 namespace {
@@ -23,12 +24,13 @@ bool IsFinalState(v1::SessionState s) {
 }  // namespace
 
 Session::Session(std::string id, const ProductConfig* product, SealPolicyConfig policy,
-                 std::map<std::string, std::string> labels, ServerMetrics* metrics)
+                 std::map<std::string, std::string> labels, ServerMetrics* metrics,
+                 Clock::time_point create_time)
     : id_(std::move(id)),
       product_(product),
       policy_(policy),
       labels_(std::move(labels)),
-      create_time_(Clock::now()),
+      create_time_(create_time == Clock::time_point{} ? Clock::now() : create_time),
       metrics_(metrics),
       last_activity_(create_time_) {}
 
@@ -59,6 +61,12 @@ absl::StatusOr<uint32_t> Session::AddImage(SessionImage image, int64_t max_sessi
   image.index = static_cast<uint32_t>(images_.size());
   image.width = image.pixels.cols;
   image.height = image.pixels.rows;
+  // Durable before it is counted (and so before it is acknowledged): an image the spool refuses
+  // was never accepted.
+  if (spool_ != nullptr) {
+    if (absl::Status s = spool_->AppendImage(*this, image); !s.ok()) return s;
+  }
+  std::string().swap(image.encoded);  // Decoded pixels are what scoring needs.
   total_bytes_ += image.encoded_bytes;
   client_ids_.insert(image.client_id);
   const uint32_t index = image.index;
@@ -86,6 +94,12 @@ absl::Status Session::Seal() {
     }
     state_ = v1::SEALED;
     seal_time_ = Clock::now();
+    // A seal that is acknowledged survives a restart (the batch is queued again).
+    if (absl::Status s = PersistLocked(); !s.ok()) {
+      state_ = v1::OPEN;
+      seal_time_ = {};
+      return s;
+    }
   }
   NotifyWatchers();
   return absl::OkStatus();
@@ -97,6 +111,8 @@ void Session::Unseal() {
     if (state_ != v1::SEALED) return;
     state_ = v1::OPEN;
     seal_time_ = {};
+    // If this write fails the spool still says SEALED: a restart queues the batch, which is safe.
+    PersistLocked().IgnoreError();
   }
   NotifyWatchers();
 }
@@ -114,6 +130,7 @@ absl::Status Session::Cancel(const std::string& reason) {
     error_ = reason;
     finish_time_ = Clock::now();
     CountFinishedLocked();
+    PersistLocked().IgnoreError();  // Logged and counted; memory is the truth until restart.
     // A running batch still reads the pixels; the worker releases them when it stops.
     if (!running) ReleasePixelsLocked();
   }
@@ -145,6 +162,12 @@ void Session::SetProgress(const std::string& stage, uint32_t done, uint32_t tota
 
 void Session::Complete(std::vector<SessionResult> results, const v1::StageTimings& timings,
                        bool small_batch) {
+  // Results first and outside the lock (maps can be large): the record says DONE only once they
+  // are on disk. If they cannot be written the spool still says SEALED and a restart rescores.
+  bool results_stored = false;
+  if (spool_ != nullptr && !results.empty() && state() == v1::RUNNING) {
+    results_stored = spool_->WriteResults(id_, results).ok();
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == v1::RUNNING) {
@@ -155,13 +178,14 @@ void Session::Complete(std::vector<SessionResult> results, const v1::StageTiming
       stage_.clear();
       finish_time_ = Clock::now();
       CountFinishedLocked();
+      if (results_stored) PersistLocked().IgnoreError();
     }
     ReleasePixelsLocked();
   }
   NotifyWatchers();
 }
 
-void Session::Fail(const std::string& error) {
+void Session::Fail(const std::string& error, bool persist) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ == v1::RUNNING || state_ == v1::SEALED) {
@@ -169,10 +193,15 @@ void Session::Fail(const std::string& error) {
       error_ = error;
       finish_time_ = Clock::now();
       CountFinishedLocked();
+      if (persist) PersistLocked().IgnoreError();
     }
     ReleasePixelsLocked();
   }
   NotifyWatchers();
+}
+
+absl::Status Session::PersistLocked() {
+  return spool_ == nullptr ? absl::OkStatus() : spool_->UpdateState(*this);
 }
 
 void Session::CountFinishedLocked() {

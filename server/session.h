@@ -24,6 +24,8 @@ namespace musc {
 
 using Clock = std::chrono::system_clock;
 
+class Spool;
+
 struct SessionImage {
   std::string client_id;
   uint32_t index = 0;
@@ -33,6 +35,7 @@ struct SessionImage {
   std::map<std::string, std::string> metadata;
   int64_t encoded_bytes = 0;
   double decode_seconds = 0;
+  std::string encoded;  // The bytes as received, until the spool has stored them.
 };
 
 // The scores of one image, kept raw so each stream can encode maps the way it asks for.
@@ -54,8 +57,13 @@ class SessionWatcher {
 class Session {
  public:
   // `metrics` may be null (no metrics); otherwise it must outlive the session.
+  // `create_time` is set for a session recovered from the spool (default: now).
   Session(std::string id, const ProductConfig* product, SealPolicyConfig policy,
-          std::map<std::string, std::string> labels, ServerMetrics* metrics = nullptr);
+          std::map<std::string, std::string> labels, ServerMetrics* metrics = nullptr,
+          Clock::time_point create_time = {});
+  // Every later change is written to `spool` before it is acknowledged; null: no persistence.
+  // Set before the session is shared; the spool must outlive the session.
+  void AttachSpool(Spool* spool) { spool_ = spool; }
 
   const std::string& id() const { return id_; }
   const ProductConfig& product() const { return *product_; }
@@ -78,7 +86,10 @@ class Session {
   void SetProgress(const std::string& stage, uint32_t done, uint32_t total);
   void Complete(std::vector<SessionResult> results, const v1::StageTimings& timings,
                 bool small_batch);
-  void Fail(const std::string& error);
+  // `persist` false: FAILED in memory only, the spool keeps the session SEALED (a shutdown that
+  // abandons a queued batch: the next start on the same spool scores it).
+  void Fail(const std::string& error, bool persist = true);
+  bool persistent() const { return spool_ != nullptr; }
   bool cancelled() const;
   // The images, for scoring (the session must be RUNNING: images no longer change).
   const std::vector<SessionImage>& images_for_scoring() const { return images_; }
@@ -109,6 +120,10 @@ class Session {
   void AddWatcher(std::weak_ptr<SessionWatcher> watcher);
 
  private:
+  friend class Spool;  // Writes the session's state and reads recovered sessions back.
+
+  // Writes the record after a state change (mu_ held); OK without a spool.
+  absl::Status PersistLocked();
   void NotifyWatchers();
   void ReleasePixelsLocked();  // Final sessions keep scores, not images.
   void CountFinishedLocked();  // Once per session, on entering a final state.
@@ -120,6 +135,7 @@ class Session {
   const std::map<std::string, std::string> labels_;
   const Clock::time_point create_time_;
   ServerMetrics* const metrics_;
+  Spool* spool_ = nullptr;
 
   mutable std::mutex mu_;
   v1::SessionState state_ = v1::OPEN;

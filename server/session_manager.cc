@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/log.h"
+#include "server/spool.h"
 
 namespace musc {
 namespace {
@@ -61,6 +63,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   }
   auto session = std::make_shared<Session>(NewSessionId(product->name), product, policy,
                                            std::move(labels), metrics_);
+  session->AttachSpool(options_.spool);
   std::lock_guard<std::mutex> lock(mu_);
   if (sessions_.size() >= options_.max_sessions) {
     if (metrics_ != nullptr) metrics_->LimitRefused("max_sessions");
@@ -80,6 +83,10 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
           "cancel some"));
     }
   }
+  // Durable before the id is returned, so every image acknowledged later has its session.
+  if (options_.spool != nullptr) {
+    if (absl::Status s = options_.spool->CreateSession(*session); !s.ok()) return s;
+  }
   sessions_[session->id()] = session;
   if (metrics_ != nullptr) metrics_->SessionCreated(product->name);
   return session;
@@ -95,6 +102,11 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& 
         "lived on a replica that restarted)"));
   }
   return it->second;
+}
+
+void SessionManager::Adopt(std::shared_ptr<Session> session) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sessions_[session->id()] = std::move(session);
 }
 
 std::vector<std::shared_ptr<Session>> SessionManager::List(
@@ -175,6 +187,12 @@ void SessionManager::Sweep(Clock::time_point now) {
   if (!expired.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     for (const std::string& id : expired) sessions_.erase(id);
+  }
+  if (options_.spool != nullptr) {
+    // A session whose files stay behind comes back at the next start and is swept again then.
+    for (const std::string& id : expired) {
+      if (absl::Status s = options_.spool->Remove(id); !s.ok()) LogWarning(s.ToString());
+    }
   }
 }
 

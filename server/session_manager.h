@@ -30,6 +30,8 @@ struct SessionManagerOptions {
   // Non-final (OPEN, SEALED, RUNNING) sessions one product may have at once, so one product's
   // clients cannot take every session slot from the others. 0 = no limit.
   size_t max_sessions_per_product = 1000;
+  // Sessions are persisted here (--spool_dir); null: in memory only. Must outlive the manager.
+  Spool* spool = nullptr;
 };
 
 class SessionManager {
@@ -48,6 +50,8 @@ class SessionManager {
                                                   std::optional<SealPolicyConfig> seal_policy,
                                                   std::map<std::string, std::string> labels);
   absl::StatusOr<std::shared_ptr<Session>> Get(const std::string& id) const;
+  // Takes a session recovered from the spool (at start, before serving).
+  void Adopt(std::shared_ptr<Session> session);
   std::vector<std::shared_ptr<Session>> List(const std::string& product,
                                              const std::vector<v1::SessionState>& states) const;
 

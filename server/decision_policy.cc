@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -195,14 +196,38 @@ Decision LineDecider::Decide(float raw_score) const {
 void LineDecider::Observe(float raw_score, const std::vector<float>& map,
                           const Decision& decision) {
   scores_.push_back(raw_score);
+  score_verdicts_.push_back(decision.decided ? (decision.is_anomalous ? 1 : 0) : -1);
   if (decision.decided) verdicts_.push_back(decision.is_anomalous);
   if (config_.mask.kind == ThresholdKind::kRobust ||
       config_.mask.kind == ThresholdKind::kQuantile) {
     pixel_samples_.push_back(SubsamplePixels(map));
   }
   while (scores_.size() > config_.window) scores_.pop_front();
+  while (score_verdicts_.size() > config_.window) score_verdicts_.pop_front();
   while (verdicts_.size() > config_.window) verdicts_.pop_front();
   while (pixel_samples_.size() > config_.window) pixel_samples_.pop_front();
+}
+
+std::string LineDecider::SerializeWindow() const {
+  std::ostringstream out;
+  out.precision(9);
+  for (size_t k = 0; k < scores_.size(); ++k) out << scores_[k] << " " << score_verdicts_[k] << "\n";
+  return out.str();
+}
+
+void LineDecider::RestoreWindow(const std::string& text) {
+  std::istringstream in(text);
+  double score = 0;
+  int verdict = 0;
+  while (in >> score >> verdict) {
+    if (!std::isfinite(score) || verdict < -1 || verdict > 1) continue;
+    scores_.push_back(score);
+    score_verdicts_.push_back(verdict);
+    if (verdict >= 0) verdicts_.push_back(verdict == 1);
+  }
+  while (scores_.size() > config_.window) scores_.pop_front();
+  while (score_verdicts_.size() > config_.window) score_verdicts_.pop_front();
+  while (verdicts_.size() > config_.window) verdicts_.pop_front();
 }
 
 }  // namespace musc

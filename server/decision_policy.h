@@ -86,9 +86,16 @@ class LineDecider {
   void Observe(float raw_score, const std::vector<float>& map, const Decision& decision);
   size_t window_size() const { return scores_.size(); }
 
+  // The window as text (one "score verdict" line per part; verdict -1 = undecided), to persist it
+  // with a line's state, and back. Restore ignores malformed lines. Map samples are not kept: an
+  // estimated mask threshold starts again after a restart.
+  std::string SerializeWindow() const;
+  void RestoreWindow(const std::string& text);
+
  private:
   const DecisionConfig config_;
   std::deque<double> scores_;
+  std::deque<int> score_verdicts_;  // Per score: 1 anomalous, 0 normal, -1 undecided.
   std::deque<bool> verdicts_;
   // A subsample of each recent map's values, for estimated mask thresholds.
   std::deque<std::vector<double>> pixel_samples_;

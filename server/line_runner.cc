@@ -1,9 +1,23 @@
 #include "server/line_runner.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "server/log.h"
 #include "server/map_encoder.h"
+#include "server/thread_priority.h"
 
 namespace musc {
 namespace {
@@ -12,6 +26,62 @@ using SteadyClock = std::chrono::steady_clock;
 
 double SecondsSince(SteadyClock::time_point t) {
   return std::chrono::duration<double>(SteadyClock::now() - t).count();
+}
+
+namespace fs = std::filesystem;
+
+constexpr char kWindowFile[] = "window.txt";
+
+std::string KeptImagePath(const std::string& dir, uint64_t sequence) {
+  return absl::StrFormat("%s/%020u.img", dir, sequence);
+}
+
+absl::Status ErrnoStatus(const std::string& what, const std::string& path) {
+  const int e = errno;
+  const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(e));
+  return e == ENOSPC || e == EDQUOT || e == EFBIG ? absl::ResourceExhaustedError(message)
+                                                  : absl::UnavailableError(message);
+}
+
+// Temp file, fsync, rename, fsync of the directory: the file is then either absent or complete,
+// whenever the process or the machine stops.
+absl::Status WriteFileDurably(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("cannot create", tmp);
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status s = ErrnoStatus("cannot write", tmp);
+      close(fd);
+      unlink(tmp.c_str());
+      return s;
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (fsync(fd) != 0) {
+    absl::Status s = ErrnoStatus("cannot sync", tmp);
+    close(fd);
+    unlink(tmp.c_str());
+    return s;
+  }
+  close(fd);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("cannot rename", tmp);
+  const int dir = open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return ErrnoStatus("cannot open directory of", path);
+  const int synced = fsync(dir);
+  close(dir);
+  return synced == 0 ? absl::OkStatus() : ErrnoStatus("cannot sync directory of", path);
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
 }
 
 ImageView ViewOf(const cv::Mat& m) {
@@ -23,7 +93,9 @@ ImageView ViewOf(const cv::Mat& m) {
 
 absl::StatusOr<std::unique_ptr<LineRunner>> LineRunner::Create(const ProductConfig* product,
                                                                MuscEngine* engine,
-                                                               ServerMetrics* metrics) {
+                                                               ServerMetrics* metrics,
+                                                               const std::string& state_dir,
+                                                               const DecodeLimits& limits) {
   if (!product->line) {
     return absl::FailedPreconditionError(
         absl::StrCat("product '", product->name, "' has no line mode"));
@@ -34,15 +106,112 @@ absl::StatusOr<std::unique_ptr<LineRunner>> LineRunner::Create(const ProductConf
   options.scoring.keep_maps = true;
   absl::StatusOr<std::unique_ptr<LineScorer>> scorer = LineScorer::Create(engine, options);
   if (!scorer.ok()) return scorer.status();
-  return std::unique_ptr<LineRunner>(new LineRunner(product, *std::move(scorer), metrics));
+  auto runner = std::unique_ptr<LineRunner>(
+      new LineRunner(product, *std::move(scorer), metrics, state_dir));
+  if (!state_dir.empty()) {
+    std::error_code error;
+    fs::create_directories(state_dir, error);
+    if (error) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create line state directory ", state_dir, ": ", error.message()));
+    }
+    // Nothing is queued yet, so the runner's thread does not touch the bank while it is rebuilt.
+    if (absl::Status s = runner->Restore(limits); !s.ok()) return s;
+  }
+  return runner;
+}
+
+absl::Status LineRunner::Restore(const DecodeLimits& limits) {
+  std::vector<uint64_t> kept;
+  for (const auto& entry : fs::directory_iterator(state_dir_)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::EndsWith(name, ".tmp")) {  // A write a crash interrupted: never acknowledged.
+      fs::remove(entry.path());
+      continue;
+    }
+    uint64_t sequence = 0;
+    if (entry.path().extension() == ".img" &&
+        std::sscanf(name.c_str(), "%20lu", &sequence) == 1) {
+      kept.push_back(sequence);
+    }
+  }
+  std::sort(kept.begin(), kept.end());
+  const size_t capacity = static_cast<size_t>(scorer_->bank_capacity());
+  // Images that had left the bank when the process stopped (their removal did not happen).
+  while (kept.size() > capacity) {
+    fs::remove(KeptImagePath(state_dir_, kept.front()));
+    kept.erase(kept.begin());
+  }
+  for (uint64_t sequence : kept) {
+    const std::string path = KeptImagePath(state_dir_, sequence);
+    absl::StatusOr<std::string> bytes = ReadWholeFile(path);
+    absl::StatusOr<DecodedImage> decoded =
+        bytes.ok() ? DecodeImage(*bytes, limits) : absl::StatusOr<DecodedImage>(bytes.status());
+    absl::StatusOr<LineScorer::FeaturesPtr> features =
+        decoded.ok() ? scorer_->Extract(ViewOf(decoded->pixels))
+                     : absl::StatusOr<LineScorer::FeaturesPtr>(decoded.status());
+    if (!features.ok()) {
+      LogWarning(absl::StrCat("line '", product_->name, "': skipping kept image ", path, ": ",
+                              features.status().message()));
+      continue;
+    }
+    if (absl::Status s = scorer_->Admit(*std::move(features)); !s.ok()) return s;
+    kept_.push_back(sequence);
+    sequence_ = std::max(sequence_, sequence + 1);
+  }
+  if (absl::StatusOr<std::string> window = ReadWholeFile(state_dir_ + "/" + kWindowFile);
+      window.ok()) {
+    std::istringstream in(*window);
+    std::string word;
+    uint64_t next = 0;
+    if (in >> word >> next && word == "next") sequence_ = std::max(sequence_, next);
+    std::string rest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    decider_.RestoreWindow(rest);
+  }
+  if (scorer_->bank_images() > 0) {
+    LogInfo(absl::StrCat("line '", product_->name, "': restored a bank of ",
+                         scorer_->bank_images(), " image(s) and ", decider_.window_size(),
+                         " recent score(s); no warm-up needed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LineRunner::AdmitAndKeep(LineScorer::FeaturesPtr features, uint64_t sequence,
+                                      const std::string& encoded) {
+  if (!state_dir_.empty()) {
+    // Durable before the bank changes and before the answer: a restart finds every image the
+    // bank held when it was answered.
+    if (absl::Status s = WriteFileDurably(KeptImagePath(state_dir_, sequence), encoded); !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = scorer_->Admit(std::move(features)); !s.ok()) return s;
+  if (state_dir_.empty()) return absl::OkStatus();
+  kept_.push_back(sequence);
+  while (kept_.size() > static_cast<size_t>(scorer_->bank_capacity())) {
+    std::error_code ignored;  // A file left behind is removed by the next Restore.
+    fs::remove(KeptImagePath(state_dir_, kept_.front()), ignored);
+    kept_.pop_front();
+  }
+  return absl::OkStatus();
+}
+
+void LineRunner::KeepWindow() {
+  if (state_dir_.empty()) return;
+  const std::string text =
+      absl::StrCat("next ", sequence_, "\n", decider_.SerializeWindow());
+  if (absl::Status s = WriteFileDurably(state_dir_ + "/" + kWindowFile, text); !s.ok()) {
+    LogWarning(absl::StrCat("line '", product_->name, "': ", s.message()));
+  }
 }
 
 LineRunner::LineRunner(const ProductConfig* product, std::unique_ptr<LineScorer> scorer,
-                       ServerMetrics* metrics)
+                       ServerMetrics* metrics, std::string state_dir)
     : product_(product),
       scorer_(std::move(scorer)),
       metrics_(metrics),
-      decider_(product->decision) {
+      decider_(product->decision),
+      state_dir_(std::move(state_dir)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -76,6 +245,7 @@ void LineRunner::Submit(LineRequest request) {
 }
 
 void LineRunner::Loop() {
+  SetCurrentThreadNice(kScoringNice);
   for (;;) {
     LineRequest request;
     {
@@ -99,7 +269,9 @@ void LineRunner::Process(LineRequest request) {
   const bool warming_up = !warmup_.empty() || scorer_->bank_images() == 0;
   if (warming_up) {
     // The line's first images: they all join the bank and wait to be scored together.
-    if (absl::Status s = scorer_->Admit(*std::move(features)); !s.ok()) {
+    if (absl::Status s =
+            AdmitAndKeep(*std::move(features), sequence_ + warmup_.size(), request.encoded);
+        !s.ok()) {
       request.done(s);
       return;
     }
@@ -115,7 +287,7 @@ void LineRunner::Process(LineRequest request) {
   const Decision decision = decider_.Decide(score->raw_score);
   const bool admit = product_->line->admit_anomalous || !decision.decided || !decision.is_anomalous;
   if (admit) {
-    if (absl::Status s = scorer_->Admit(*std::move(features)); !s.ok()) {
+    if (absl::Status s = AdmitAndKeep(*std::move(features), sequence_, request.encoded); !s.ok()) {
       request.done(s);
       return;
     }
@@ -168,6 +340,7 @@ void LineRunner::Answer(LineRequest& request, const LineImageScore& score, const
   v1::ImageResult* result = response.mutable_result();
   result->set_client_image_id(request.client_id);
   result->set_index(static_cast<uint32_t>(sequence_++));
+  KeepWindow();
   result->set_raw_score(score.raw_score);
   // No RsCIN in a line (it needs a batch): the final score is the raw score.
   result->set_final_score(score.raw_score);

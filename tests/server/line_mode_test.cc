@@ -228,5 +228,42 @@ TEST_F(LineModeTest, ClientReplaysAFolderAsALine) {
   EXPECT_NE(out.find("p50"), std::string::npos) << out;
 }
 
+TEST(LineModeRestartTest, ARestartKeepsTheBankAndTheDecisionWindow) {
+  ScratchDir spool;
+  const std::vector<std::string> flags = {"--spool_dir=" + spool.path()};
+  float probe_before = 0;
+  uint32_t next_index = 0;
+  {
+    std::unique_ptr<ServerProcess> server = ServerProcess::Start(kProducts, flags);
+    ASSERT_NE(server, nullptr);
+    std::unique_ptr<MuscClient> client = server->Connect();
+    std::vector<std::future<absl::StatusOr<v1::ScoreImageResponse>>> warm;
+    for (int k = 0; k < 3; ++k) {
+      warm.push_back(std::async(std::launch::async, [&client, k] {
+        return client->ScoreImage("strict", Image(700 + k));
+      }));
+    }
+    for (auto& w : warm) ASSERT_TRUE(w.get().ok());
+    // Threshold 0: the probe is judged anomalous and stays out of the bank, which stays the 3.
+    absl::StatusOr<v1::ScoreImageResponse> probe = client->ScoreImage("strict", Image(799, true));
+    ASSERT_TRUE(probe.ok()) << probe.status();
+    EXPECT_FALSE(probe->line().admitted());
+    probe_before = probe->result().raw_score();
+    next_index = probe->result().index() + 1;
+  }  // SIGKILL: no orderly shutdown.
+  std::unique_ptr<ServerProcess> server = ServerProcess::Start(kProducts, flags);
+  ASSERT_NE(server, nullptr);
+  EXPECT_NE(server->ReadLog().find("restored a bank of 3 image(s)"), std::string::npos)
+      << server->ReadLog();
+  std::unique_ptr<MuscClient> client = server->Connect();
+  // No warm-up after the restart: the probe is scored at once against the same bank.
+  absl::StatusOr<v1::ScoreImageResponse> probe = client->ScoreImage("strict", Image(799, true));
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_FALSE(probe->line().warmup());
+  EXPECT_EQ(probe->line().compared_images(), 3u);
+  EXPECT_EQ(probe->result().index(), next_index);
+  EXPECT_NEAR(probe->result().raw_score(), probe_before, 1e-5);
+}
+
 }  // namespace
 }  // namespace musc::testing

@@ -57,9 +57,9 @@ echo
 line_dir="$run_dir/line"
 mkdir -p "$line_dir"
 find "$data" -type f \( -name '*.png' -o -name '*.jpg' \) | sort | awk 'NR % 4 == 1' | head -24 |
-  while read -r f; do cp "$f" "$line_dir/$(echo "$f" | tr '/' '_')"; done
+  while read -r f; do cp "$f" "$line_dir/$(basename "$(dirname "$f")")_$(basename "$f")"; done
 echo "line mode ($line_product): each part scored on arrival against the previous parts"
 ./build/bin/musc-client --server "$address" line --product "$line_product" --images "$line_dir" \
-  --rate 4
+  --rate 2
 kill -TERM "$server_pid"
 wait "$server_pid"

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
 #include "tests/test_support.h"
@@ -211,18 +212,11 @@ TEST_F(LineModeTest, ClientReplaysAFolderAsALine) {
     dir.Write(absl::StrCat("p", k, ".png"), TexturePng(600 + static_cast<uint64_t>(k), k == 7));
   }
   // Whether or not the "line" product has warmed up already, every image gets an answer.
-  const std::string command =
-      absl::StrCat(MUSC_CLIENT_BIN, " --server ", server_->address(),
-                   " line --product line --rate 20 --images ", dir.path(), " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buffer;
-  for (size_t n; (n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0;) {
-    out.append(buffer.data(), n);
-  }
-  const int status = pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  const CommandResult run =
+      RunCommand(absl::StrCat(MUSC_CLIENT_BIN, " --server ", server_->address(),
+                              " line --product line --rate 20 --images ", dir.path()));
+  const std::string& out = run.output;
+  EXPECT_EQ(run.exit_code, 0) << out;
   for (int k = 0; k < 9; ++k) EXPECT_NE(out.find(absl::StrCat("p", k, ".png")), std::string::npos);
   EXPECT_NE(out.find("9 images in"), std::string::npos) << out;
   EXPECT_NE(out.find("p50"), std::string::npos) << out;

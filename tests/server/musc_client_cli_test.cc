@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
 
@@ -34,15 +35,8 @@ struct ClientRun {
 };
 
 ClientRun RunClient(const std::string& args) {
-  ClientRun run;
-  const std::string command = absl::StrCat(MUSC_CLIENT_BIN, " ", args, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  CommandResult r = RunCommand(absl::StrCat(MUSC_CLIENT_BIN, " ", args));
+  return {r.exit_code, std::move(r.output)};
 }
 
 // An MVTec-layout category: good images and scratched ones with exact masks.

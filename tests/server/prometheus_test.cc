@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tests/server/http_get.h"
+#include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
 #include "tests/test_support.h"
@@ -122,24 +123,6 @@ std::string Key(const std::string& name, std::map<std::string, std::string> labe
   std::vector<std::string> parts;
   for (const auto& [k, v] : labels) parts.push_back(absl::StrCat(k, "=\"", v, "\""));
   return absl::StrCat(name, "{", absl::StrJoin(parts, ","), "}");
-}
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-CommandResult RunCommand(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer;
-  for (size_t n; (n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0;) {
-    result.output.append(buffer.data(), n);
-  }
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
 }
 
 int FreeLoopbackPort() {

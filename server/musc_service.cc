@@ -80,6 +80,17 @@ absl::StatusOr<Caller> Authenticate(const Authenticator* authenticator,
   return Caller(*std::move(principal), sessions.metrics());
 }
 
+// Every RPC's first step: UNAVAILABLE while the server loads (so orchestrators and token-less
+// clients see "warming up", not UNAUTHENTICATED), then the caller's credentials. Sets *sessions.
+absl::StatusOr<Caller> Enter(const std::atomic<SessionManager*>& active,
+                             const Authenticator* authenticator,
+                             const grpc::CallbackServerContext& context,
+                             SessionManager** sessions) {
+  *sessions = active.load();
+  if (*sessions == nullptr) return WarmingUp();
+  return Authenticate(authenticator, context, **sessions);
+}
+
 // The product part of a session id "<product>:<hex>"; empty without a ':'.
 std::string SessionIdProduct(const std::string& id) {
   const size_t colon = id.rfind(':');
@@ -555,9 +566,8 @@ class InspectReactor final : public grpc::ServerBidiReactor<v1::InspectRequest, 
 grpc::ServerUnaryReactor* MuscServiceImpl::ListProducts(grpc::CallbackServerContext* context,
                                                         const v1::ListProductsRequest*,
                                                         v1::ListProductsResponse* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   for (const ProductConfig& p : sessions->products()) {
     if (caller->Sees(p.name)) ProductToProto(p, response->add_products());
@@ -568,9 +578,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ListProducts(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MuscServiceImpl::GetProduct(grpc::CallbackServerContext* context,
                                                       const v1::GetProductRequest* request,
                                                       v1::Product* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   // Authorised before the lookup, so a caller learns nothing about products it is not granted.
   if (absl::Status s = caller->May(Permission::kRead, request->name()); !s.ok()) {
@@ -588,9 +597,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::GetProduct(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MuscServiceImpl::CreateSession(grpc::CallbackServerContext* context,
                                                          const v1::CreateSessionRequest* request,
                                                          v1::Session* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   if (absl::Status s = caller->May(Permission::kSubmit, request->product()); !s.ok()) {
     return Reply(context, s);
@@ -610,9 +618,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CreateSession(grpc::CallbackServerCon
 grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>* MuscServiceImpl::AddImages(
     grpc::CallbackServerContext* context) {
   using UploadError = ErrorReactor<grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>>;
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return new UploadError(WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return new UploadError(caller.status());
   absl::StatusOr<StreamSlot> slot =
       AcquireStream(open_streams_, guards_.max_concurrent_streams, *sessions);
@@ -624,9 +631,8 @@ grpc::ServerBidiReactor<v1::AddImagesRequest, v1::ImageAck>* MuscServiceImpl::Ad
 grpc::ServerUnaryReactor* MuscServiceImpl::SealSession(grpc::CallbackServerContext* context,
                                                        const v1::SealSessionRequest* request,
                                                        v1::Session* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   absl::StatusOr<std::shared_ptr<Session>> session =
       FindSession(*sessions, *caller, Permission::kSubmit, request->session_id());
@@ -639,9 +645,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::SealSession(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MuscServiceImpl::CancelSession(grpc::CallbackServerContext* context,
                                                          const v1::CancelSessionRequest* request,
                                                          v1::Session* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   absl::StatusOr<std::shared_ptr<Session>> session =
       FindSession(*sessions, *caller, Permission::kSubmit, request->session_id());
@@ -656,9 +661,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::CancelSession(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* MuscServiceImpl::GetSession(grpc::CallbackServerContext* context,
                                                       const v1::GetSessionRequest* request,
                                                       v1::Session* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   absl::StatusOr<std::shared_ptr<Session>> session =
       FindSession(*sessions, *caller, Permission::kRead, request->session_id());
@@ -670,9 +674,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::GetSession(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* MuscServiceImpl::ListSessions(grpc::CallbackServerContext* context,
                                                         const v1::ListSessionsRequest* request,
                                                         v1::ListSessionsResponse* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   // Naming a product the caller is not granted is refused; listing all is confined to its own.
   if (!request->product().empty()) {
@@ -691,9 +694,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ListSessions(grpc::CallbackServerCont
 grpc::ServerWriteReactor<v1::ResultEvent>* MuscServiceImpl::StreamResults(
     grpc::CallbackServerContext* context, const v1::StreamResultsRequest* request) {
   using WriteError = ErrorReactor<grpc::ServerWriteReactor<v1::ResultEvent>>;
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return new WriteError(WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return new WriteError(caller.status());
   absl::StatusOr<std::shared_ptr<Session>> session =
       FindSession(*sessions, *caller, Permission::kRead, request->session_id());
@@ -710,9 +712,8 @@ grpc::ServerWriteReactor<v1::ResultEvent>* MuscServiceImpl::StreamResults(
 grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>* MuscServiceImpl::Inspect(
     grpc::CallbackServerContext* context) {
   using InspectError = ErrorReactor<grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>>;
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return new InspectError(WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return new InspectError(caller.status());
   absl::StatusOr<StreamSlot> slot =
       AcquireStream(open_streams_, guards_.max_concurrent_streams, *sessions);
@@ -727,9 +728,8 @@ grpc::ServerBidiReactor<v1::InspectRequest, v1::ResultEvent>* MuscServiceImpl::I
 grpc::ServerUnaryReactor* MuscServiceImpl::ScoreImage(grpc::CallbackServerContext* context,
                                                       const v1::ScoreImageRequest* request,
                                                       v1::ScoreImageResponse* response) {
-  SessionManager* const sessions = sessions_.load();
-  if (sessions == nullptr) return Reply(context, WarmingUp());
-  absl::StatusOr<Caller> caller = Authenticate(guards_.authenticator, *context, *sessions);
+  SessionManager* sessions = nullptr;
+  absl::StatusOr<Caller> caller = Enter(sessions_, guards_.authenticator, *context, &sessions);
   if (!caller.ok()) return Reply(context, caller.status());
   if (absl::Status s = caller->May(Permission::kSubmit, request->product()); !s.ok()) {
     return Reply(context, s);

@@ -1,20 +1,15 @@
 #include "server/line_runner.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/durable_file.h"
 #include "server/log.h"
 #include "server/map_encoder.h"
 #include "server/thread_priority.h"
@@ -32,56 +27,10 @@ namespace fs = std::filesystem;
 
 constexpr char kWindowFile[] = "window.txt";
 
+std::string KeptImageName(uint64_t sequence) { return absl::StrFormat("%020u.img", sequence); }
+
 std::string KeptImagePath(const std::string& dir, uint64_t sequence) {
-  return absl::StrFormat("%s/%020u.img", dir, sequence);
-}
-
-absl::Status ErrnoStatus(const std::string& what, const std::string& path) {
-  const int e = errno;
-  const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(e));
-  return e == ENOSPC || e == EDQUOT || e == EFBIG ? absl::ResourceExhaustedError(message)
-                                                  : absl::UnavailableError(message);
-}
-
-// Temp file, fsync, rename, fsync of the directory: the file is then either absent or complete,
-// whenever the process or the machine stops.
-absl::Status WriteFileDurably(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus("cannot create", tmp);
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status s = ErrnoStatus("cannot write", tmp);
-      close(fd);
-      unlink(tmp.c_str());
-      return s;
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) {
-    absl::Status s = ErrnoStatus("cannot sync", tmp);
-    close(fd);
-    unlink(tmp.c_str());
-    return s;
-  }
-  close(fd);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("cannot rename", tmp);
-  const int dir = open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return ErrnoStatus("cannot open directory of", path);
-  const int synced = fsync(dir);
-  close(dir);
-  return synced == 0 ? absl::OkStatus() : ErrnoStatus("cannot sync directory of", path);
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
+  return dir + "/" + KeptImageName(sequence);
 }
 
 ImageView ViewOf(const cv::Mat& m) {
@@ -106,8 +55,8 @@ absl::StatusOr<std::unique_ptr<LineRunner>> LineRunner::Create(const ProductConf
   options.scoring.keep_maps = true;
   absl::StatusOr<std::unique_ptr<LineScorer>> scorer = LineScorer::Create(engine, options);
   if (!scorer.ok()) return scorer.status();
-  auto runner = std::unique_ptr<LineRunner>(
-      new LineRunner(product, *std::move(scorer), metrics, state_dir));
+  auto runner =
+      std::unique_ptr<LineRunner>(new LineRunner(product, *std::move(scorer), metrics, state_dir));
   if (!state_dir.empty()) {
     std::error_code error;
     fs::create_directories(state_dir, error);
@@ -125,13 +74,13 @@ absl::Status LineRunner::Restore(const DecodeLimits& limits) {
   std::vector<uint64_t> kept;
   for (const auto& entry : fs::directory_iterator(state_dir_)) {
     const std::string name = entry.path().filename().string();
-    if (absl::EndsWith(name, ".tmp")) {  // A write a crash interrupted: never acknowledged.
+    if (absl::EndsWith(name,
+                       kTempFileSuffix)) {  // A write a crash interrupted: never acknowledged.
       fs::remove(entry.path());
       continue;
     }
     uint64_t sequence = 0;
-    if (entry.path().extension() == ".img" &&
-        std::sscanf(name.c_str(), "%20lu", &sequence) == 1) {
+    if (entry.path().extension() == ".img" && std::sscanf(name.c_str(), "%20lu", &sequence) == 1) {
       kept.push_back(sequence);
     }
   }
@@ -144,7 +93,7 @@ absl::Status LineRunner::Restore(const DecodeLimits& limits) {
   }
   for (uint64_t sequence : kept) {
     const std::string path = KeptImagePath(state_dir_, sequence);
-    absl::StatusOr<std::string> bytes = ReadWholeFile(path);
+    absl::StatusOr<std::string> bytes = ReadFile(path);
     absl::StatusOr<DecodedImage> decoded =
         bytes.ok() ? DecodeImage(*bytes, limits) : absl::StatusOr<DecodedImage>(bytes.status());
     absl::StatusOr<LineScorer::FeaturesPtr> features =
@@ -159,8 +108,7 @@ absl::Status LineRunner::Restore(const DecodeLimits& limits) {
     kept_.push_back(sequence);
     sequence_ = std::max(sequence_, sequence + 1);
   }
-  if (absl::StatusOr<std::string> window = ReadWholeFile(state_dir_ + "/" + kWindowFile);
-      window.ok()) {
+  if (absl::StatusOr<std::string> window = ReadFile(state_dir_ + "/" + kWindowFile); window.ok()) {
     std::istringstream in(*window);
     std::string word;
     uint64_t next = 0;
@@ -169,8 +117,8 @@ absl::Status LineRunner::Restore(const DecodeLimits& limits) {
     decider_.RestoreWindow(rest);
   }
   if (scorer_->bank_images() > 0) {
-    LogInfo(absl::StrCat("line '", product_->name, "': restored a bank of ",
-                         scorer_->bank_images(), " image(s) and ", decider_.window_size(),
+    LogInfo(absl::StrCat("line '", product_->name, "': restored a bank of ", scorer_->bank_images(),
+                         " image(s) and ", decider_.window_size(),
                          " recent score(s); no warm-up needed"));
   }
   return absl::OkStatus();
@@ -181,7 +129,9 @@ absl::Status LineRunner::AdmitAndKeep(LineScorer::FeaturesPtr features, uint64_t
   if (!state_dir_.empty()) {
     // Durable before the bank changes and before the answer: a restart finds every image the
     // bank held when it was answered.
-    if (absl::Status s = WriteFileDurably(KeptImagePath(state_dir_, sequence), encoded); !s.ok()) {
+    if (absl::Status s = WriteFileAtomic(state_dir_, KeptImageName(sequence), encoded,
+                                         "keep a line-mode bank image");
+        !s.ok()) {
       return s;
     }
   }
@@ -198,9 +148,9 @@ absl::Status LineRunner::AdmitAndKeep(LineScorer::FeaturesPtr features, uint64_t
 
 void LineRunner::KeepWindow() {
   if (state_dir_.empty()) return;
-  const std::string text =
-      absl::StrCat("next ", sequence_, "\n", decider_.SerializeWindow());
-  if (absl::Status s = WriteFileDurably(state_dir_ + "/" + kWindowFile, text); !s.ok()) {
+  const std::string text = absl::StrCat("next ", sequence_, "\n", decider_.SerializeWindow());
+  if (absl::Status s = WriteFileAtomic(state_dir_, kWindowFile, text, "keep the decision window");
+      !s.ok()) {
     LogWarning(absl::StrCat("line '", product_->name, "': ", s.message()));
   }
 }

@@ -58,8 +58,8 @@ absl::StatusOr<EvaluationReport> Evaluate(MuscClient& client, const EvalSet& set
 
   // Label-free decisions as the server made them, against the labels.
   int64_t decided = 0, true_positives = 0, predicted_positives = 0, actual_positives = 0;
-  // One result: its score, label, map and mask join the evaluation (maps in the image's order).
-  std::vector<size_t> order_of_maps;
+  // One result: its score, label, map and mask join the evaluation (each map beside its own
+  // mask, which is all the pixel metrics and PRO need: the order of images does not matter).
   auto consume = [&](size_t i, const v1::ImageResult& result) -> absl::Status {
     image_scores[i] = result.final_score();
     image_labels[i] = set.images[i].anomalous;
@@ -80,7 +80,6 @@ absl::StatusOr<EvaluationReport> Evaluate(MuscClient& client, const EvalSet& set
     any_mask = any_mask || !set.images[i].mask_path.empty();
     pixel_maps.insert(pixel_maps.end(), values.ptr<float>(), values.ptr<float>() + values.total());
     pixel_masks.insert(pixel_masks.end(), mask->data, mask->data + mask->total());
-    order_of_maps.push_back(i);
     return absl::OkStatus();
   };
 
@@ -192,29 +191,8 @@ absl::StatusOr<EvaluationReport> Evaluate(MuscClient& client, const EvalSet& set
     const double pr = report.decision_precision + report.decision_recall;
     report.decision_f1 = pr == 0 ? 0 : 2 * report.decision_precision * report.decision_recall / pr;
   }
-  if (!line_latencies.empty()) {
-    std::sort(line_latencies.begin(), line_latencies.end());
-    auto at = [&](double q) {
-      return line_latencies[std::min(line_latencies.size() - 1,
-                                     static_cast<size_t>(q * line_latencies.size()))];
-    };
-    report.line_latency_p50 = at(0.5);
-    report.line_latency_p99 = at(0.99);
-  }
-  // Pixel maps were collected in result order; PRO and the pixel metrics need them by image, so
-  // put them back in the set's order.
-  if (any_mask || !pixel_maps.empty()) {
-    const size_t per_map = static_cast<size_t>(map_size) * static_cast<size_t>(map_size);
-    std::vector<float> maps_sorted(pixel_maps.size());
-    std::vector<uint8_t> masks_sorted(pixel_masks.size());
-    for (size_t k = 0; k < order_of_maps.size(); ++k) {
-      const size_t i = order_of_maps[k];
-      std::copy_n(pixel_maps.begin() + k * per_map, per_map, maps_sorted.begin() + i * per_map);
-      std::copy_n(pixel_masks.begin() + k * per_map, per_map, masks_sorted.begin() + i * per_map);
-    }
-    pixel_maps.swap(maps_sorted);
-    pixel_masks.swap(masks_sorted);
-  }
+  report.line_latency_p50 = Percentile(line_latencies, 0.5);
+  report.line_latency_p99 = Percentile(line_latencies, 0.99);
   report.n_images = static_cast<int64_t>(n);
   report.map_size = map_size;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

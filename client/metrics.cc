@@ -355,4 +355,11 @@ absl::StatusOr<double> Pro(absl::Span<const float> maps, absl::Span<const uint8_
   return any_decrease ? -area : area;
 }
 
+double Percentile(std::vector<double> values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1,
+                         static_cast<size_t>(q * static_cast<double>(values.size())))];
+}
+
 }  // namespace musc

@@ -22,6 +22,10 @@
 
 namespace musc {
 
+// The q-quantile of a sample by rank (the value at index ⌊q·n⌋ of the sorted values, the last one
+// for q = 1), as latency reports use it. 0 for an empty sample.
+double Percentile(std::vector<double> values, double q);
+
 // Area under the ROC curve of `scores` against binary `labels` (true = anomalous, the positive
 // class), computed exactly (integer pair counts) as the Mann–Whitney U statistic with tied
 // scores given half credit — the same value as scikit-learn's roc_auc_score.

@@ -39,6 +39,7 @@
 #include "client/evaluation.h"
 #include "client/line_replay.h"
 #include "client/map_codec.h"
+#include "client/metrics.h"
 #include "client/musc_client.h"
 
 namespace musc {
@@ -310,13 +311,6 @@ int Eval(MuscClient& client, const EvalCommand& c) {
   }
   if (c.json) std::printf("%s\n", j.dump().c_str());
   return 0;
-}
-
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
-  return v[k];
 }
 
 struct LineCommand {

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "core/musc_engine.h"
 
 namespace musc {
 
@@ -25,6 +26,12 @@ struct DecodeLimits {
 struct DecodedImage {
   cv::Mat pixels;
 };
+
+// The engine's borrowed view of decoded pixels (valid while the Mat lives).
+inline ImageView ViewOf(const cv::Mat& m) {
+  return ImageView{m.data, m.rows, m.cols, m.channels(),
+                   m.depth() == CV_16U ? PixelType::kUint16 : PixelType::kUint8};
+}
 
 // INVALID_ARGUMENT for empty, oversized, unsupported, truncated or corrupt data. The size limits
 // are checked from the header (server/image_header.h) before OpenCV sees the data, so a small

@@ -33,11 +33,6 @@ std::string KeptImagePath(const std::string& dir, uint64_t sequence) {
   return dir + "/" + KeptImageName(sequence);
 }
 
-ImageView ViewOf(const cv::Mat& m) {
-  return ImageView{m.data, m.rows, m.cols, m.channels(),
-                   m.depth() == CV_16U ? PixelType::kUint16 : PixelType::kUint8};
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LineRunner>> LineRunner::Create(const ProductConfig* product,

@@ -60,6 +60,8 @@ class LineRunner {
   ~LineRunner();  // Answers what is still waiting with UNAVAILABLE, then stops.
 
   void Submit(LineRequest request);
+  // Whether images that join the bank are kept on disk (LineRequest::encoded is needed).
+  bool keeps_images() const { return !state_dir_.empty(); }
 
  private:
   LineRunner(const ProductConfig* product, std::unique_ptr<LineScorer> scorer,

@@ -775,7 +775,8 @@ grpc::ServerUnaryReactor* MuscServiceImpl::ScoreImage(grpc::CallbackServerContex
   line.client_id = request->client_image_id();
   line.pixels = std::move(decoded->pixels);
   line.metadata = {request->metadata().begin(), request->metadata().end()};
-  line.encoded = request->data();
+  // A copy of the bytes only where the line keeps its bank on disk.
+  if (runner->second->keeps_images()) line.encoded = request->data();
   line.map_options = request->map_options();
   line.done = [reactor, response](absl::StatusOr<v1::ScoreImageResponse> result) {
     if (result.ok()) *response = *std::move(result);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/image_decoder.h"
 #include "server/thread_priority.h"
 
 namespace musc {
@@ -12,11 +13,6 @@ constexpr size_t kImagesPerProgressStep = 8;
 
 double SecondsBetween(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-ImageView ViewOf(const cv::Mat& m) {
-  return ImageView{m.data, m.rows, m.cols, m.channels(),
-                   m.depth() == CV_16U ? PixelType::kUint16 : PixelType::kUint8};
 }
 
 }  // namespace

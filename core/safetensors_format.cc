@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/json_nesting.h"
 #include "absl/strings/str_join.h"
 
 namespace musc {
@@ -54,36 +55,6 @@ std::string Quote(std::string_view name) {
   std::string text = json(std::string(name)).dump(-1, ' ', false, json::error_handler_t::replace);
   if (text.size() > 120) text = text.substr(0, 117) + "...\"";
   return text;
-}
-
-// Deepest nesting of arrays and objects in `text`, stopping early past `limit`. Run before the
-// DOM parse, which would otherwise build whatever tree a hostile header describes.
-int NestingDepth(std::string_view text, int limit) {
-  int depth = 0;
-  int deepest = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) return deepest;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
 }
 
 // Reads a non-negative JSON integer that fits in `max`.
@@ -257,7 +228,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view file_p
                      : absl::StrCat("byte 0x", absl::Hex(static_cast<unsigned char>(text[0]),
                                                          absl::kZeroPad2))));
   }
-  if (NestingDepth(text, kSafetensorsMaxJsonDepth) > kSafetensorsMaxJsonDepth) {
+  if (JsonNestingDepth(text, kSafetensorsMaxJsonDepth) > kSafetensorsMaxJsonDepth) {
     return absl::InvalidArgumentError(absl::StrCat(file, ": the JSON header nests deeper than ",
                                                    kSafetensorsMaxJsonDepth, " levels"));
   }

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/json_nesting.h"
 #include "absl/strings/str_join.h"
 
 // Shards are raw little-endian float32; they are copied with memcpy, which is only right on a
@@ -40,33 +41,6 @@ std::string Show(const json& value) {
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
-}
-
-// Deepest nesting of arrays and objects in `text` (outside strings), stopping early past `limit`.
-int NestingDepth(std::string_view text, int limit) {
-  int depth = 0;
-  int deepest = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) break;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
 }
 
 // Reads config[key] into *out when present; `where` prefixes every message.
@@ -624,7 +598,7 @@ absl::StatusOr<TfjsModel> ParseTfjsModel(std::string_view model_json, const std:
                                          const std::string& json_label) {
   // Before the parse: Show() renders values recursively, and a 60 KB model.json nested 30000 deep
   // overflowed the stack under ASan (found with fuzz/fuzz_tfjs_manifest.cc).
-  if (NestingDepth(model_json, kTfjsMaxJsonDepth) > kTfjsMaxJsonDepth) {
+  if (JsonNestingDepth(model_json, kTfjsMaxJsonDepth) > kTfjsMaxJsonDepth) {
     return absl::InvalidArgumentError(
         absl::StrCat(json_label, ": JSON nested deeper than ", kTfjsMaxJsonDepth, " levels"));
   }

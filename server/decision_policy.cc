@@ -15,7 +15,7 @@ constexpr size_t kPixelsPerMap = 256;
 // MAD × 1.4826 estimates the standard deviation of normally distributed data.
 constexpr double kMadToSigma = 1.4826;
 
-std::vector<double> SubsamplePixels(const std::vector<float>& map) {
+std::vector<double> SubsamplePixels(absl::Span<const float> map) {
   std::vector<double> out;
   if (map.empty()) return out;
   const size_t step = std::max<size_t>(1, map.size() / kPixelsPerMap);
@@ -125,14 +125,13 @@ std::optional<double> EstimateThreshold(const ThresholdConfig& config,
 
 std::vector<Decision> DecideBatch(const DecisionConfig& config,
                                   const std::vector<float>& raw_scores,
-                                  const std::vector<const std::vector<float>*>& maps) {
+                                  const std::vector<absl::Span<const float>>& maps) {
   std::vector<Decision> out(raw_scores.size());
   const std::vector<double> sample(raw_scores.begin(), raw_scores.end());
   const std::optional<double> threshold = EstimateThreshold(config.image, sample);
   std::vector<double> pixels;
-  for (const std::vector<float>* map : maps) {
-    if (map == nullptr) continue;
-    const std::vector<double> s = SubsamplePixels(*map);
+  for (absl::Span<const float> map : maps) {
+    const std::vector<double> s = SubsamplePixels(map);
     pixels.insert(pixels.end(), s.begin(), s.end());
   }
   const std::optional<double> mask = EstimateThreshold(config.mask, pixels);
@@ -211,7 +210,8 @@ void LineDecider::Observe(float raw_score, const std::vector<float>& map,
 std::string LineDecider::SerializeWindow() const {
   std::ostringstream out;
   out.precision(9);
-  for (size_t k = 0; k < scores_.size(); ++k) out << scores_[k] << " " << score_verdicts_[k] << "\n";
+  for (size_t k = 0; k < scores_.size(); ++k)
+    out << scores_[k] << " " << score_verdicts_[k] << "\n";
   return out.str();
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "musc/v1/musc_service.pb.h"
 
 namespace musc {
@@ -72,7 +73,7 @@ std::optional<double> EstimateThreshold(const ThresholdConfig& config,
 // (may be empty: no mask decision).
 std::vector<Decision> DecideBatch(const DecisionConfig& config,
                                   const std::vector<float>& raw_scores,
-                                  const std::vector<const std::vector<float>*>& maps);
+                                  const std::vector<absl::Span<const float>>& maps);
 
 // Rolling decisions for a line: each part is judged against the window of parts before it, then
 // joins the window.

@@ -257,10 +257,10 @@ void LineRunner::FinishWarmup() {
     return;
   }
   std::vector<float> raw;
-  std::vector<const std::vector<float>*> maps;
+  std::vector<absl::Span<const float>> maps;
   for (const LineImageScore& s : *scores) {
     raw.push_back(s.raw_score);
-    maps.push_back(&s.map);
+    maps.push_back(s.map);
   }
   const std::vector<Decision> decisions = DecideBatch(product_->decision, raw, maps);
   const double seconds = SecondsSince(start);

@@ -160,15 +160,10 @@ void Scheduler::Run(Session& session) {
     }
   }
   // Label-free decisions: the batch is its own reference (docs/LINE_MODE.md).
-  std::vector<std::vector<float>> map_values;
-  std::vector<const std::vector<float>*> maps;
+  std::vector<absl::Span<const float>> maps;
   if (!scores->maps.empty() && product.decision.mask.kind != ThresholdKind::kNone) {
     const size_t pixels = static_cast<size_t>(s) * s;
-    for (size_t i = 0; i < n; ++i) {
-      map_values.emplace_back(scores->maps.begin() + i * pixels,
-                              scores->maps.begin() + (i + 1) * pixels);
-    }
-    for (const auto& m : map_values) maps.push_back(&m);
+    for (size_t i = 0; i < n; ++i) maps.emplace_back(scores->maps.data() + i * pixels, pixels);
   }
   const std::vector<Decision> decisions = DecideBatch(product.decision, scores->raw_scores, maps);
   for (size_t i = 0; i < n; ++i) results[i].decision = decisions[i];

@@ -64,7 +64,7 @@ TEST(DecideBatchTest, EstimatedMaskThresholdFromPooledMapValues) {
   for (int k = 0; k < 30; ++k) b[k * 7] = 0.9f;  // A few hot pixels.
   DecisionConfig config;
   config.mask = {ThresholdKind::kQuantile, 0, 0, 0.01};
-  const std::vector<Decision> d = DecideBatch(config, {0.2f, 0.9f}, {&a, &b});
+  const std::vector<Decision> d = DecideBatch(config, {0.2f, 0.9f}, {a, b});
   ASSERT_TRUE(d[0].mask_threshold.has_value());
   EXPECT_GE(*d[0].mask_threshold, 0.2f);
   EXPECT_FALSE(d[0].decided);  // No image policy: no verdict.

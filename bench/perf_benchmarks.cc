@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,6 +17,7 @@
 #include "core/model_registry.h"
 #include "core/mutual_scoring.h"
 #include "core/thread_config.h"
+#include "core/vision_transformer.h"
 
 namespace musc {
 namespace {
@@ -98,62 +98,49 @@ double VitForwardFlops(const VitConfig& cfg, int64_t input_size) {
   return patch + static_cast<double>(cfg.depth) * block;
 }
 
-// Times one block's operators separately at batch n, so the report shows which ones dominate.
-void PrintBlockBreakdown(const VitConfig& cfg, int64_t input_size, int64_t n, int repeats) {
+// Attributes one block's time at batch n: the real block parts (VisionTransformer::RunBlockPart,
+// the code Forward runs) and, for comparison, its four linear layers alone at the same shapes.
+// What the parts spend beyond their linear layers is the attention core (QKᵀ, softmax, AV) and
+// the activation, norms and residual adds.
+void PrintBlockBreakdown(const VisionTransformer& vit, int64_t input_size, int64_t n, int repeats) {
+  const VitConfig& cfg = vit.config();
   const int64_t g = input_size / cfg.patch_size;
-  const int64_t t = g * g + 1, w = cfg.width, h = cfg.heads, d = w / h, m = cfg.mlp_width;
-  const at::Tensor x = at::randn({n, t, w});
-  const at::Tensor ln_w = at::ones({w}), ln_b = at::zeros({w});
-  const at::Tensor qkv_w = at::randn({3 * w, w}) * 0.03, qkv_b = at::zeros({3 * w});
-  const at::Tensor proj_w = at::randn({w, w}) * 0.03, proj_b = at::zeros({w});
-  const at::Tensor fc1_w = at::randn({m, w}) * 0.03, fc1_b = at::zeros({m});
-  const at::Tensor fc2_w = at::randn({w, m}) * 0.03, fc2_b = at::zeros({w});
-  const at::Tensor qkv = at::linear(x, qkv_w, qkv_b).view({n, t, 3, h, d}).permute({2, 0, 3, 1, 4});
-  const at::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(d)));
-  const at::Tensor scores = at::matmul(q, qkv[1].transpose(-2, -1));
-  const at::Tensor attn = at::softmax(scores, -1);
-  const at::Tensor ctx = at::matmul(attn, qkv[2]).transpose(1, 2).reshape({n, t, w});
-  const at::Tensor hidden = at::linear(x, fc1_w, fc1_b);
-  struct Op {
-    const char* name;
-    double flops;
-    std::function<void()> run;
-  };
+  const int64_t t = g * g + 1, w = cfg.width, m = cfg.mlp_width;
   const double nt = static_cast<double>(n * t);
-  const std::vector<Op> ops = {
-      {"layer_norm x2", 0, [&] { at::layer_norm(x, {w}, ln_w, ln_b, 1e-5); }},
-      {"qkv linear", 2 * nt * w * 3 * w, [&] { at::linear(x, qkv_w, qkv_b); }},
-      {"q scale", 0, [&] { (void)(qkv[0] * 0.125); }},
-      {"q·kᵀ matmul", 2.0 * nt * t * w, [&] { at::matmul(q, qkv[1].transpose(-2, -1)); }},
-      {"softmax", 0, [&] { at::softmax(scores, -1); }},
-      {"attn·v matmul", 2.0 * nt * t * w, [&] { at::matmul(attn, qkv[2]); }},
-      {"context copy", 0,
-       [&] {
-         at::matmul(attn, qkv[2]).transpose(1, 2).reshape({n, t, w});
-       }},
-      {"proj linear", 2 * nt * w * w, [&] { at::linear(ctx, proj_w, proj_b); }},
-      {"fc1 linear", 2 * nt * w * m, [&] { at::linear(x, fc1_w, fc1_b); }},
-      {"quick_gelu", 0, [&] { (void)(hidden * at::sigmoid(1.702 * hidden)); }},
-      {"gelu (erf)", 0, [&] { at::gelu(hidden); }},
-      {"fc2 linear", 2 * nt * w * m, [&] { at::linear(hidden, fc2_w, fc2_b); }},
-      {"residual adds x2", 0, [&] { (void)(x + x); }},
+  const at::Tensor x = at::randn({n, t, w});
+  const at::Tensor hidden = at::randn({n, t, m});
+  const auto linear_s = [&](const at::Tensor& in, int64_t out_features) {
+    const at::Tensor weight = at::randn({out_features, in.size(-1)}) * 0.03;
+    const at::Tensor bias = at::zeros({out_features});
+    return BestSeconds(repeats, [&] { at::linear(in, weight, bias); });
   };
-  std::printf("\none block at batch %lld, operators timed separately (best of %d):\n",
-              static_cast<long long>(n), repeats);
-  std::printf("  %-18s %9s %9s\n", "op", "ms", "GFLOP/s");
-  for (const Op& op : ops) {
-    double s = BestSeconds(repeats, op.run);
-    // "context copy" timed with its matmul: report the copy alone.
-    if (std::string(op.name) == "context copy") {
-      s -= BestSeconds(repeats, [&] { at::matmul(attn, qkv[2]); });
-      s = std::max(s, 0.0);
-    }
-    if (std::string(op.name) == "layer_norm x2" || std::string(op.name) == "residual adds x2") {
-      s *= 2;
-    }
-    std::printf("  %-18s %9.2f %9s\n", op.name, 1e3 * s,
-                op.flops > 0 ? std::to_string(static_cast<int>(op.flops / s / 1e9)).c_str() : "-");
-  }
+  using Part = VisionTransformer::BlockPart;
+  const auto part_s = [&](Part part) {
+    return BestSeconds(repeats, [&] { vit.RunBlockPart(part, 0, x); });
+  };
+  const double qkv = linear_s(x, 3 * w), proj = linear_s(x, w);
+  const double fc1 = linear_s(x, m), fc2 = linear_s(hidden, w);
+  const double attention = part_s(Part::kAttention), mlp = part_s(Part::kMlp);
+  const double block = part_s(Part::kWholeBlock);
+  const double attention_core_flops = 4.0 * nt * static_cast<double>(t * w);
+  const double attention_flops = 2.0 * nt * 4.0 * w * w + attention_core_flops;
+  const double mlp_flops = 4.0 * nt * static_cast<double>(w * m);
+  const auto row = [](const char* name, double s, double flops) {
+    std::printf("  %-34s %9.2f %9s\n", name, 1e3 * s,
+                flops > 0 ? std::to_string(static_cast<int>(flops / s / 1e9)).c_str() : "-");
+  };
+  std::printf("\none block at batch %lld (best of %d):\n", static_cast<long long>(n), repeats);
+  std::printf("  %-34s %9s %9s\n", "part", "ms", "GFLOP/s");
+  row("whole block", block, attention_flops + mlp_flops);
+  row("attention (norm, qkv, core, proj)", attention, attention_flops);
+  row("  qkv linear alone", qkv, 2.0 * nt * 3.0 * w * w);
+  row("  proj linear alone", proj, 2.0 * nt * w * w);
+  row("  rest: QK^T, softmax, AV, norm", attention - qkv - proj, attention_core_flops);
+  row("mlp (norm, fc1, activation, fc2)", mlp, mlp_flops);
+  row("  fc1 linear alone", fc1, 2.0 * nt * w * m);
+  row("  fc2 linear alone", fc2, 2.0 * nt * w * m);
+  row("  rest: activation, norm", mlp - fc1 - fc2, 0);
+  row("residual adds (block - parts)", block - attention - mlp, 0);
 }
 
 }  // namespace
@@ -205,7 +192,10 @@ int RunBackboneBenchmark(const BackboneBenchmarkOptions& options) {
   }
   const double gemm_after = SquareGemmGflops();
   std::printf("gemm 2048^3 fp32 (after): %.1f GFLOP/s\n", gemm_after);
-  if (options.breakdown) PrintBlockBreakdown(*cfg, s, best_batch, options.repeats);
+  if (options.breakdown) {
+    const auto* vit = dynamic_cast<const VisionTransformer*>(backbone->get());
+    if (vit != nullptr) PrintBlockBreakdown(*vit, s, best_batch, options.repeats);
+  }
   // The larger GEMM reading is the conservative reference (drift only ever lowers a reading).
   const double gemm = std::max(gemm_before, gemm_after);
   std::printf("backbone_vs_gemm_ratio=%.2f (batch %lld: %.1f of %.1f GFLOP/s)\n",

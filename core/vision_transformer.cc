@@ -1,16 +1,20 @@
 #include "core/vision_transformer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/_softmax.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/conv2d.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/randn.h>
-#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/silu.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/upsample_bicubic2d.h>
 #include <c10/util/Exception.h>
@@ -458,29 +462,73 @@ at::Tensor VisionTransformer::LayerNorm(const at::Tensor& x, const at::Tensor& w
 at::Tensor VisionTransformer::Attention(const at::Tensor& x, const BlockWeights& wt) const {
   const int64_t n = x.size(0), t = x.size(1), w = config_.width, h = config_.heads;
   const int64_t d = w / h;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   // q, k and v are stacked along the output dimension in every family's fused projection.
-  at::Tensor qkv = at::linear(x, wt.qkv_w, wt.qkv_b);
-  qkv = qkv.view({n, t, 3, h, d}).permute({2, 0, 3, 1, 4});  // 3×N×heads×T×d
-  const at::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(d)));
-  const at::Tensor attention = at::softmax(at::matmul(q, qkv[1].transpose(-2, -1)), -1);
-  const at::Tensor context = at::matmul(attention, qkv[2]).transpose(1, 2).reshape({n, t, w});
+  const at::Tensor qkv = at::linear(x, wt.qkv_w, wt.qkv_b);  // N×T×3W
+  if (!x.is_cpu()) {
+    // Accelerators: every (image, head) product in one batched call.
+    const at::Tensor heads = qkv.view({n, t, 3, h, d}).permute({2, 0, 3, 1, 4});  // 3×N×h×T×d
+    const at::Tensor attention =
+        at::softmax(at::matmul(heads[0] * scale, heads[1].transpose(-2, -1)), -1);
+    const at::Tensor context = at::matmul(attention, heads[2]).transpose(1, 2).reshape({n, t, w});
+    return at::linear(context, wt.proj_w, wt.proj_b);
+  }
+  // CPU: one (image, head) at a time, spread over the intra-op threads. at::matmul on the permuted
+  // 4-D views runs these T×d×T products at a few GFLOP/s (it copies and loops); plain GEMMs on the
+  // strided slices of the fused projection (row stride 3W, which BLAS takes as its leading
+  // dimension) run near the machine's GEMM rate, write the context in place, and keep only one
+  // T×T score matrix per thread alive instead of N·heads of them.
+  at::Tensor context = at::empty({n, t, w}, qkv.options());
+  at::parallel_for(0, n * h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t image = item / h, head = item % h;
+      const at::Tensor rows = qkv[image];
+      at::Tensor scores =
+          at::mm(rows.narrow(1, head * d, d) * scale, rows.narrow(1, w + head * d, d).t());  // T×T
+      at::Tensor out = context[image].narrow(1, head * d, d);
+      at::mm_out(out, at::_softmax(scores, -1, false), rows.narrow(1, 2 * w + head * d, d));
+    }
+  });
   return at::linear(context, wt.proj_w, wt.proj_b);
 }
 
 at::Tensor VisionTransformer::Mlp(const at::Tensor& x, const BlockWeights& wt) const {
   at::Tensor y = at::linear(x, wt.fc1_w, wt.fc1_b);
   // QuickGELU is what OpenAI's CLIP was trained with; DINO and DINOv2 use nn.GELU (exact erf).
-  y = traits_.quick_gelu ? y * at::sigmoid(1.702 * y) : at::gelu(y);
+  // Both in place on the fresh fc1 output: x·σ(1.702x) = silu(1.702x)/1.702, one fused kernel
+  // instead of three allocating passes over the widest activation of the block.
+  if (traits_.quick_gelu) {
+    at::silu_(y.mul_(1.702)).div_(1.702);
+  } else {
+    at::gelu_(y);
+  }
   return at::linear(y, wt.fc2_w, wt.fc2_b);
 }
 
 at::Tensor VisionTransformer::Block(const at::Tensor& x, const BlockWeights& wt) const {
+  // Residual sums accumulate into the branch outputs (fresh tensors), never into x: x may be a
+  // feature layer already handed out.
   at::Tensor a = Attention(LayerNorm(x, wt.norm1_w, wt.norm1_b), wt);
-  if (wt.ls1.defined()) a = a * wt.ls1;
-  const at::Tensor out = x + a;
-  at::Tensor m = Mlp(LayerNorm(out, wt.norm2_w, wt.norm2_b), wt);
-  if (wt.ls2.defined()) m = m * wt.ls2;
-  return out + m;
+  if (wt.ls1.defined()) a.mul_(wt.ls1);
+  a.add_(x);
+  at::Tensor m = Mlp(LayerNorm(a, wt.norm2_w, wt.norm2_b), wt);
+  if (wt.ls2.defined()) m.mul_(wt.ls2);
+  return m.add_(a);
+}
+
+at::Tensor VisionTransformer::RunBlockPart(BlockPart part, int64_t index,
+                                           const at::Tensor& x) const {
+  TORCH_CHECK(index >= 0 && index < config_.depth, name_, ": no block ", index);
+  const BlockWeights& wt = blocks_[static_cast<size_t>(index)];
+  switch (part) {
+    case BlockPart::kAttention:
+      return Attention(LayerNorm(x, wt.norm1_w, wt.norm1_b), wt);
+    case BlockPart::kMlp:
+      return Mlp(LayerNorm(x, wt.norm2_w, wt.norm2_b), wt);
+    case BlockPart::kWholeBlock:
+      return Block(x, wt);
+  }
+  TORCH_CHECK(false, "unknown block part");
 }
 
 BackboneFeatures VisionTransformer::Forward(const at::Tensor& images) {

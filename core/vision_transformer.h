@@ -116,6 +116,11 @@ class VisionTransformer : public Backbone {
   const VitConfig& config() const { return config_; }
   BackboneFeatures Forward(const at::Tensor& images) override;
 
+  // One part of block `index` (0-based) applied to activations x (N×T×W), exactly as Forward runs
+  // it; lets a benchmark attribute the forward's time without re-implementing the block.
+  enum class BlockPart { kAttention, kMlp, kWholeBlock };
+  at::Tensor RunBlockPart(BlockPart part, int64_t index, const at::Tensor& x) const;
+
  private:
   // One block's tensors, resolved from the canonical names once.
   struct BlockWeights {

@@ -7,9 +7,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <tuple>
+#include <memory>
+#include <string>
 
+#include "absl/status/statusor.h"
 #include "bench/process_memory.h"
+#include "core/backbone_registry.h"
+#include "core/model_registry.h"
 #include "core/mutual_scoring.h"
 #include "core/thread_config.h"
 
@@ -36,6 +40,144 @@ double GemmGflops(int64_t m, int64_t k, int64_t n, int repeats) {
          1e9;
 }
 
+struct ShapeResult {
+  double seconds = 0;
+  double gflops = 0;
+  double selection_share = 0;  // Interval selection's share of the MSM time.
+  int64_t extra_bytes = 0;
+  MutualScoringStats stats;
+};
+
+// Best of `repeats` MSM calls on N×L×C random unit tokens, after one warm-up call.
+ShapeResult MeasureShape(int64_t n, int64_t l, int64_t c, const MsmBenchmarkOptions& options) {
+  at::Tensor z = at::randn({n, l, c});
+  z = (z / z.norm(2, {-1}, true)).contiguous();
+  MutualScoringOptions msm;
+  msm.block_budget_bytes = options.block_budget_bytes;
+  at::Tensor scores = at::zeros({n, l}, at::kDouble);
+  AccumulateMutualScores(z, msm, 1.0, scores);  // Warm-up and page-in.
+  ShapeResult result;
+  result.seconds = 1e30;
+  for (int r = 0; r < std::max(options.repeats, 1); ++r) {
+    scores.zero_();
+    ResetPeakRss();
+    const int64_t baseline = CurrentRssBytes();
+    const auto start = std::chrono::steady_clock::now();
+    const MutualScoringStats stats = AccumulateMutualScores(z, msm, 1.0, scores);
+    const double seconds = Seconds(start);
+    if (seconds < result.seconds) {
+      result.seconds = seconds;
+      result.stats = stats;
+    }
+    result.extra_bytes = std::max<int64_t>(result.extra_bytes, PeakRssBytes() - baseline);
+  }
+  // The work the reference does: every ordered pair, 2·L²·C flops each.
+  const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(n - 1) *
+                       static_cast<double>(l) * static_cast<double>(l) * static_cast<double>(c);
+  result.gflops = flops / result.seconds / 1e9;
+  result.selection_share = result.stats.selection_seconds / result.seconds;
+  return result;
+}
+
+struct ModelShape {
+  std::string model;
+  int64_t patches = 0;
+  int64_t channels = 0;
+};
+
+// What MSM multiplies for each model at its default input size: ViTs give one (L, C) for all
+// their layers; darknet-tiny's layers differ in channels and are resized by LNAMD to the first
+// layer's grid, so its shapes are read from one forward pass through the real network.
+absl::StatusOr<std::vector<ModelShape>> ShapesOf(const std::string& name,
+                                                 const std::string& darknet_weights) {
+  const ModelSpec* spec = FindModel(name);
+  if (spec == nullptr) return absl::NotFoundError("no registry model '" + name + "'");
+  if (spec->kind == BackboneKind::kVit) {
+    const int64_t grid = spec->default_input_size / spec->vit.patch_size;
+    return std::vector<ModelShape>{{name, grid * grid, spec->vit.width}};
+  }
+  BackboneOptions bo;
+  bo.model = name;
+  bo.weights_path = darknet_weights;
+  absl::StatusOr<std::unique_ptr<Backbone>> backbone = CreateBackbone(bo);
+  if (!backbone.ok()) return backbone.status();
+  const int64_t s = spec->default_input_size;
+  const BackboneFeatures features = (*backbone)->Forward(at::zeros({1, 3, s, s}));
+  std::vector<ModelShape> shapes;
+  const at::Tensor& first = features.layer_maps.front();
+  for (const at::Tensor& layer : features.layer_maps) {
+    shapes.push_back({name, first.size(2) * first.size(3), layer.size(1)});
+  }
+  return shapes;
+}
+
+void PrintHeader() {
+  std::printf("%-18s %5s %5s %5s | %9s %9s %9s %6s %7s | %8s %8s %8s %8s %7s\n", "model", "N", "L",
+              "C", "msm_s", "GFLOP/s", "gemm_GF/s", "ratio", "select", "Z_MiB", "extra_MiB",
+              "table_MiB", "tile_MiB", "stripes");
+}
+
+void PrintRow(const std::string& model, int64_t n, int64_t l, int64_t c, double gemm,
+              const ShapeResult& r) {
+  const double mib = 1 << 20;
+  std::printf(
+      "%-18s %5lld %5lld %5lld | %9.3f %9.1f %9.1f %6.2f %6.1f%% | %8.1f %8.1f %8.1f %8.1f "
+      "%7lld\n",
+      model.c_str(), static_cast<long long>(n), static_cast<long long>(l),
+      static_cast<long long>(c), r.seconds, r.gflops, gemm, r.gflops / gemm,
+      100.0 * r.selection_share, static_cast<double>(n * l * c * 4) / mib,
+      static_cast<double>(r.extra_bytes) / mib, static_cast<double>(r.stats.table_bytes) / mib,
+      static_cast<double>(r.stats.tile_bytes) / mib, static_cast<long long>(r.stats.stripes));
+  std::fflush(stdout);
+}
+
+// GEMM reference for shape (L, C): the larger of the square GEMM and a GEMM at the shape MSM
+// actually multiplies (L×C by C×8L), to compare like with like.
+double GemmReference(double gemm_square, int64_t l, int64_t c) {
+  return std::max(gemm_square, GemmGflops(l, c, 8 * l, 2));
+}
+
+int RunModelShapes(const MsmBenchmarkOptions& options, double gemm_square) {
+  std::vector<std::string> names = options.models;
+  if (names.size() == 1 && names[0] == "all") {
+    names.clear();
+    for (const ModelSpec& spec : ModelRegistry()) {
+      if (!spec.random_weights) names.push_back(spec.name);
+    }
+  }
+  std::vector<ModelShape> shapes;
+  for (const std::string& name : names) {
+    absl::StatusOr<std::vector<ModelShape>> model_shapes = ShapesOf(name, options.darknet_weights);
+    if (!model_shapes.ok()) {
+      std::printf("skipped %s: %s\n", name.c_str(), model_shapes.status().ToString().c_str());
+      continue;
+    }
+    shapes.insert(shapes.end(), model_shapes->begin(), model_shapes->end());
+  }
+  PrintHeader();
+  double worst_ratio = 1e30, worst_share = 0;
+  std::string worst_model;
+  for (const ModelShape& shape : shapes) {
+    const double gemm = GemmReference(gemm_square, shape.patches, shape.channels);
+    for (int64_t n : options.images) {
+      const ShapeResult r = MeasureShape(n, shape.patches, shape.channels, options);
+      PrintRow(shape.model, n, shape.patches, shape.channels, gemm, r);
+      if (r.gflops / gemm < worst_ratio) {
+        worst_ratio = r.gflops / gemm;
+        worst_model = shape.model;
+      }
+      worst_share = std::max(worst_share, r.selection_share);
+    }
+  }
+  if (shapes.empty()) {
+    std::fprintf(stderr, "msm: no model shapes to measure\n");
+    return 1;
+  }
+  std::printf("msm_vs_gemm_ratio_min=%.2f (%s) selection_share_max=%.3f\n", worst_ratio,
+              worst_model.c_str(), worst_share);
+  return 0;
+}
+
 }  // namespace
 
 int RunMsmBenchmark(const MsmBenchmarkOptions& options) {
@@ -48,50 +190,16 @@ int RunMsmBenchmark(const MsmBenchmarkOptions& options) {
   std::printf("threads=%d block_budget=%lld MiB\n", threads,
               static_cast<long long>(options.block_budget_bytes >> 20));
   std::printf("gemm 2048x2048x2048 fp32: %.1f GFLOP/s\n", gemm_square);
-  std::printf("%5s %5s %5s | %9s %9s %9s %6s | %8s %8s %8s %8s %7s\n", "N", "L", "C", "msm_s",
-              "GFLOP/s", "gemm_GF/s", "ratio", "Z_MiB", "extra_MiB", "table_MiB", "tile_MiB",
-              "stripes");
-
+  if (!options.models.empty()) return RunModelShapes(options, gemm_square);
+  PrintHeader();
   double last_ratio = 0.0;
   for (int64_t c : options.channels) {
     for (int64_t l : options.patches) {
-      // The GEMM figure at the shape MSM actually multiplies (L×C by C×L·k), to compare like
-      // with like; the larger of it and the square GEMM is used as the machine's figure.
-      const double gemm_shape = GemmGflops(l, c, 8 * l, 2);
-      const double gemm = std::max(gemm_square, gemm_shape);
+      const double gemm = GemmReference(gemm_square, l, c);
       for (int64_t n : options.images) {
-        at::Tensor z = at::randn({n, l, c});
-        z = (z / z.norm(2, {-1}, true)).contiguous();
-        MutualScoringOptions msm;
-        msm.block_budget_bytes = options.block_budget_bytes;
-        at::Tensor scores = at::zeros({n, l}, at::kDouble);
-        AccumulateMutualScores(z, msm, 1.0, scores);  // Warm-up and page-in.
-        double best = 1e30;
-        MutualScoringStats stats;
-        int64_t extra = 0;
-        for (int r = 0; r < options.repeats; ++r) {
-          scores.zero_();
-          ResetPeakRss();
-          const int64_t baseline = CurrentRssBytes();
-          const auto start = std::chrono::steady_clock::now();
-          stats = AccumulateMutualScores(z, msm, 1.0, scores);
-          best = std::min(best, Seconds(start));
-          extra = std::max<int64_t>(extra, PeakRssBytes() - baseline);
-        }
-        // The work the reference does: every ordered pair, 2·L²·C flops each.
-        const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(n - 1) *
-                             static_cast<double>(l) * static_cast<double>(l) *
-                             static_cast<double>(c);
-        const double gflops = flops / best / 1e9;
-        last_ratio = gflops / gemm;
-        std::printf("%5lld %5lld %5lld | %9.3f %9.1f %9.1f %6.2f | %8.1f %8.1f %8.1f %8.1f %7lld\n",
-                    static_cast<long long>(n), static_cast<long long>(l), static_cast<long long>(c),
-                    best, gflops, gemm, last_ratio, static_cast<double>(z.numel() * 4) / (1 << 20),
-                    static_cast<double>(extra) / (1 << 20),
-                    static_cast<double>(stats.table_bytes) / (1 << 20),
-                    static_cast<double>(stats.tile_bytes) / (1 << 20),
-                    static_cast<long long>(stats.stripes));
-        std::fflush(stdout);
+        const ShapeResult r = MeasureShape(n, l, c, options);
+        PrintRow("-", n, l, c, gemm, r);
+        last_ratio = r.gflops / gemm;
       }
     }
   }

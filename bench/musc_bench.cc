@@ -1,5 +1,5 @@
 // musc-bench: offline benchmarks of the MuSc core and a demo batch on real images.
-//   musc-bench msm   [--quick] [--budget-mib B] [--threads T]
+//   musc-bench msm   [--quick] [--budget-mib B] [--threads T] [--models all|M ...]
 //   musc-bench demo  --data DIR [--model M] [--weights DIR] [--size S] [--limit N] [--out DIR]
 //   musc-bench line  --data DIR [--model M] [--weights DIR | --random-weights] [--bank M]
 //   musc-bench backbone | memory | approx | scaling   (issue 8; see bench/perf_benchmarks.h)
@@ -27,6 +27,10 @@ int main(int argc, char** argv) {
   msm_cmd->add_option("--images", msm.images, "batch sizes N to measure");
   msm_cmd->add_option("--patches", msm.patches, "patch counts L to measure");
   msm_cmd->add_option("--channels", msm.channels, "channel counts C to measure");
+  msm_cmd->add_option("--models", msm.models,
+                      "registry models whose MSM shapes to measure instead ('all' = every one)");
+  msm_cmd->add_option("--darknet-weights", msm.darknet_weights,
+                      "darknet-tiny weights directory (its layer shapes are read from it)");
 
   musc::DemoOptions demo;
   int64_t demo_budget_mib = demo.engine.scoring.block_budget_bytes >> 20;

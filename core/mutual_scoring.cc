@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -14,7 +15,8 @@
 namespace musc {
 namespace {
 
-constexpr int64_t kMaxTileBytes = int64_t{64} << 20;
+// Small enough that the reduction reads the GEMM output back from cache (docs/ALGORITHM.md).
+constexpr int64_t kMaxTileBytes = int64_t{8} << 20;
 
 // Minimum distance between unit vectors from their maximum inner product.
 inline float DistanceFromSimilarity(float similarity) {
@@ -68,6 +70,10 @@ Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes, int64_t widen_bytes) {
   const int64_t row_bytes = l * n * static_cast<int64_t>(sizeof(float));
   plan.resident_images = std::clamp<int64_t>(table_budget / row_bytes, 1, n);
   return plan;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 // Mean of ranks [ranks.begin, ranks.end) of values (reordered in place), in double.
@@ -128,6 +134,7 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
         }
       });
     }
+    const auto selection_start = std::chrono::steady_clock::now();
     at::parallel_for(0, l, 64, [&](int64_t begin, int64_t end) {
       std::vector<float> values(m_total);
       for (int64_t p = begin; p < end; ++p) {
@@ -136,6 +143,7 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
         accum[i * l + p] += weight * IntervalMean(values, ranks);
       }
     });
+    stats.selection_seconds += SecondsSince(selection_start);
   }
   return stats;
 }
@@ -249,6 +257,7 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
       }
     }
     // Interval mean over the N−1 distances of every (i, p) of the stripe.
+    const auto selection_start = std::chrono::steady_clock::now();
     at::parallel_for(s0 * l, s1 * l, 64, [&](int64_t begin, int64_t end) {
       std::vector<float> values(n - 1);
       for (int64_t row = begin; row < end; ++row) {
@@ -259,6 +268,7 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
         accum[row] += weight * IntervalMean(values, ranks);
       }
     });
+    stats.selection_seconds += SecondsSince(selection_start);
   }
   return stats;
 }

@@ -58,6 +58,9 @@ struct MutualScoringStats {
   int64_t pair_gemms = 0;  // Image pairs multiplied (N(N−1)/2 when fully paired).
   int64_t tile_bytes = 0;
   int64_t table_bytes = 0;
+  // Wall time of the per-patch interval selection (partial sorts and means), the part of MSM
+  // that is not GEMM or its max-reduction.
+  double selection_seconds = 0.0;
 };
 
 // Adds weight · score(i, p) to scores_accum[i][p] for every image and patch.

@@ -47,6 +47,11 @@ class Backbone {
   // images: N×3×S×S float32, already preprocessed with preprocess_spec(). Must be called under
   // c10::InferenceMode. Throws c10::Error on malformed input; the engine catches it at its edge.
   virtual BackboneFeatures Forward(const at::Tensor& images) = 0;
+
+  // Moves the weights to `device` (the engine's EngineOptions::device); Forward then takes its
+  // input on that device and returns its features there. Throws c10::Error when the device is
+  // not available to this LibTorch.
+  virtual void MoveTo(const at::Device& device) = 0;
 };
 
 }  // namespace musc

@@ -137,6 +137,14 @@ class DarknetTiny final : public DarknetTinyNetwork {
     return features;
   }
 
+  void MoveTo(const at::Device& device) override {
+    for (Op& op : ops_) {
+      for (at::Tensor* t : {&op.weight, &op.bias, &op.gamma, &op.beta, &op.mean, &op.variance}) {
+        if (t->defined()) *t = t->to(device);
+      }
+    }
+  }
+
   std::vector<at::Tensor> AllFeatureLayers(const at::Tensor& images) override {
     return Run(images, last_leaky_op_ + 1, nullptr, nullptr);
   }

@@ -16,6 +16,12 @@ constexpr int64_t kMaxPixels = int64_t{1} << 28;
 
 }  // namespace
 
+void WaitForDevice(const at::Tensor& t) {
+  // Reading one element back to the host waits for every kernel queued before it on the stream:
+  // the one synchronisation LibTorch offers without the CUDA headers.
+  if (t.defined() && !t.is_cpu() && t.numel() > 0) (void)t.reshape({-1})[0].item<double>();
+}
+
 absl::Status ValidateImage(const ImageView& image, size_t index) {
   if (image.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("image ", index, ": no pixel data"));

@@ -19,7 +19,12 @@ namespace musc {
 struct MuscEngine::Impl {
   EngineOptions options;
   std::unique_ptr<Backbone> backbone;
+  at::Device device = at::kCPU;  // Parsed options.device; the backbone's weights live there.
 };
+
+// Blocks until the work queued on t's device up to t is done (a no-op for CPU tensors), so that
+// stage timings on an asynchronous accelerator measure the stage rather than its launch.
+void WaitForDevice(const at::Tensor& t);
 
 class Stopwatch {
  public:

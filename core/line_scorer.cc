@@ -100,8 +100,11 @@ absl::StatusOr<LineScorer::FeaturesPtr> LineScorer::Extract(const ImageView& ima
                                              image.type == PixelType::kUint8)
                                  .unsqueeze(0);
     features->timings.preprocess_s = watch.Lap();
-    BackboneFeatures out = backbone.Forward(input);
+    // On an accelerator only the backbone runs there: the line's bank and its per-image scoring
+    // stay on the host (one image against the bank is a small product).
+    BackboneFeatures out = backbone.Forward(input.to(impl_->engine->device));
     TORCH_CHECK(!out.layer_maps.empty(), backbone.name(), " returned no feature layers");
+    for (at::Tensor& layer : out.layer_maps) layer = layer.cpu();
     features->timings.backbone_s = watch.Lap();
     features->grid_h = out.layer_maps[0].size(2);
     features->grid_w = out.layer_maps[0].size(3);

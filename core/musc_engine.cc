@@ -1,5 +1,6 @@
 #include "core/musc_engine.h"
 
+#include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -68,15 +70,55 @@ absl::Status ValidateScoringOptions(const ScoringOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("token_dtype '", o.token_dtype, "' is invalid: expected fp32, bf16 or fp16"));
   }
+  if (o.gemm_dtype != "fp32" && o.gemm_dtype != "bf16" && o.gemm_dtype != "fp16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gemm_dtype '", o.gemm_dtype, "' is invalid: expected fp32, bf16 or fp16"));
+  }
   return absl::OkStatus();
 }
 
 namespace {
 
-at::ScalarType TokenScalarType(const std::string& token_dtype) {
-  if (token_dtype == "bf16") return at::kBFloat16;
-  if (token_dtype == "fp16") return at::kHalf;
+// "fp32" / "bf16" / "fp16" (validated by ValidateScoringOptions) as a LibTorch type.
+at::ScalarType ScalarTypeNamed(const std::string& name) {
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp16") return at::kHalf;
   return at::kFloat;
+}
+
+// The scoring options an engine on `device` can run.
+absl::Status ValidateForDevice(const ScoringOptions& o, const at::Device& device) {
+  if (absl::Status s = ValidateScoringOptions(o); !s.ok()) return s;
+  if (device.is_cpu() && o.gemm_dtype != "fp32") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gemm_dtype '", o.gemm_dtype,
+        "' needs an accelerator: on CPU MSM multiplies in fp32 (use token_dtype to halve the "
+        "token storage instead)"));
+  }
+  return absl::OkStatus();
+}
+
+// EngineOptions::device as a LibTorch device this build can use.
+absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
+  std::optional<at::Device> device;
+  try {
+    device.emplace(name);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device '", name,
+                     "' is invalid (expected cpu, cuda or cuda:K): ", e.what_without_backtrace()));
+  }
+  if (!device->is_cpu() && !device->is_cuda()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device '", name, "' is not supported: expected cpu, cuda or cuda:K"));
+  }
+  if (device->is_cuda() && !at::hasCUDA()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device '", name,
+        "' requested, but this build's LibTorch has no CUDA or sees no GPU (build with "
+        "-DMUSC_CUDA=ON against a CUDA LibTorch; see bench/gpu_check.sh)"));
+  }
+  return *device;
 }
 
 }  // namespace
@@ -106,7 +148,8 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
   std::vector<std::vector<at::Tensor>> new_layers;
   std::vector<at::Tensor> new_embeddings;
   StageTimings spent;
-  const at::ScalarType token_type = TokenScalarType(impl_->scoring.token_dtype);
+  const at::ScalarType token_type = ScalarTypeNamed(impl_->scoring.token_dtype);
+  const at::Device device = impl_->engine->device;
   try {
     c10::InferenceMode guard;
     for (size_t begin = 0; begin < images.size();
@@ -119,7 +162,12 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
         inputs.push_back(
             PreprocessImage(ToFloatImage(images[k]), spec, images[k].type == PixelType::kUint8));
       }
-      const at::Tensor batch = at::stack(inputs, 0);
+      at::Tensor batch = at::stack(inputs, 0);
+      if (!device.is_cpu()) {
+        // From pinned memory the copy is asynchronous: the host preprocesses the next chunk
+        // while the device copies and runs this one.
+        batch = batch.pin_memory().to(device, /*non_blocking=*/true);
+      }
       spent.preprocess_s += watch.Lap();
       BackboneFeatures features = backbone.Forward(batch);
       if (new_layers.empty()) new_layers.resize(features.layer_maps.size());
@@ -136,6 +184,7 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
       new_embeddings.push_back(features.image_embedding.defined()
                                    ? features.image_embedding.to(at::kFloat).contiguous()
                                    : at::Tensor());
+      WaitForDevice(new_layers.back().back());
       spent.backbone_s += watch.Lap();
     }
   } catch (const c10::Error& e) {
@@ -186,6 +235,7 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     msm.interval_low = options.interval_low;
     msm.interval_high = options.interval_high;
     msm.block_budget_bytes = options.block_budget_bytes;
+    msm.gemm_dtype = ScalarTypeNamed(options.gemm_dtype);
     // M ≥ N−1 would compare with every other image anyway: the exact, paired path is faster.
     msm.approximate_neighbours =
         options.approximate_neighbours < n - 1 ? options.approximate_neighbours : 0;
@@ -196,7 +246,7 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     // Mean over layers and degrees: every (layer, degree) gets the same weight.
     const double weight =
         1.0 / static_cast<double>(impl_->layer_chunks.size() * options.degrees.size());
-    at::Tensor accum = at::zeros({n, patches}, at::kDouble);
+    at::Tensor accum = at::zeros({n, patches}, first.options().dtype(at::kDouble));
     result.timings.lnamd_s += watch.Lap();
     for (const auto& chunks : impl_->layer_chunks) {
       // fp32 arithmetic whatever the storage: one layer is widened at a time.
@@ -204,8 +254,10 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
       result.timings.lnamd_s += watch.Lap();
       for (int64_t r : options.degrees) {
         const at::Tensor z = AggregateNeighbourhood(normed, r, grid_h, grid_w);
+        WaitForDevice(z);
         result.timings.lnamd_s += watch.Lap();
         AccumulateMutualScores(z, msm, weight, accum);
+        WaitForDevice(accum);
         result.timings.msm_s += watch.Lap();
       }
     }
@@ -215,7 +267,7 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     result.map_size = s;
     at::Tensor raw;
     if (options.keep_maps) {
-      const at::Tensor maps = UpsamplePatchScores(patch_scores, s, s).contiguous();
+      const at::Tensor maps = UpsamplePatchScores(patch_scores, s, s).cpu().contiguous();
       raw = MaxOfMaps(maps);
       result.maps.assign(maps.data_ptr<float>(), maps.data_ptr<float>() + maps.numel());
     } else {
@@ -227,22 +279,23 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
       }
       raw = at::cat(maxima, 0);
     }
-    raw = raw.contiguous();
+    raw = raw.cpu().contiguous();
     result.timings.maps_s += watch.Lap();
 
     at::Tensor embeddings;
     const bool have_embeddings =
         std::all_of(impl_->embedding_chunks.begin(), impl_->embedding_chunks.end(),
                     [](const at::Tensor& t) { return t.defined(); });
-    if (have_embeddings) embeddings = at::cat(impl_->embedding_chunks, 0);
+    if (have_embeddings) embeddings = at::cat(impl_->embedding_chunks, 0).cpu();
     const at::Tensor final_scores =
         RescoreWithImageNeighbourhood(raw, embeddings, options.rscin_windows)
             .to(at::kFloat)
             .contiguous();
     result.timings.rscin_s += watch.Lap();
 
-    const float* p = patch_scores.data_ptr<float>();
-    result.patch_scores.assign(p, p + patch_scores.numel());
+    const at::Tensor host_patch_scores = patch_scores.cpu().contiguous();
+    const float* p = host_patch_scores.data_ptr<float>();
+    result.patch_scores.assign(p, p + host_patch_scores.numel());
     result.raw_scores.assign(raw.data_ptr<float>(), raw.data_ptr<float>() + n);
     result.final_scores.assign(final_scores.data_ptr<float>(), final_scores.data_ptr<float>() + n);
   } catch (const c10::Error& e) {
@@ -255,7 +308,9 @@ MuscEngine::MuscEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MuscEngine::~MuscEngine() = default;
 
 absl::StatusOr<std::unique_ptr<MuscEngine>> MuscEngine::Create(const EngineOptions& options) {
-  if (absl::Status s = ValidateScoringOptions(options.scoring); !s.ok()) return s;
+  absl::StatusOr<at::Device> device = ParseDevice(options.device);
+  if (!device.ok()) return device.status();
+  if (absl::Status s = ValidateForDevice(options.scoring, *device); !s.ok()) return s;
   if (options.backbone_batch_size < 1) {
     return absl::InvalidArgumentError("backbone batch size must be at least 1");
   }
@@ -265,6 +320,14 @@ absl::StatusOr<std::unique_ptr<MuscEngine>> MuscEngine::Create(const EngineOptio
   absl::StatusOr<std::unique_ptr<Backbone>> backbone = CreateBackbone(options.backbone);
   if (!backbone.ok()) return backbone.status();
   impl->backbone = *std::move(backbone);
+  impl->device = *device;
+  if (!device->is_cpu()) {
+    try {
+      impl->backbone->MoveTo(*device);
+    } catch (const c10::Error& e) {
+      return FromTorchError(e, "moving the backbone to the device");
+    }
+  }
   return std::unique_ptr<MuscEngine>(new MuscEngine(std::move(impl)));
 }
 
@@ -276,7 +339,7 @@ std::unique_ptr<ScoringBatch> MuscEngine::NewBatch() {
 }
 
 absl::StatusOr<std::unique_ptr<ScoringBatch>> MuscEngine::NewBatch(const ScoringOptions& scoring) {
-  if (absl::Status s = ValidateScoringOptions(scoring); !s.ok()) return s;
+  if (absl::Status s = ValidateForDevice(scoring, impl_->device); !s.ok()) return s;
   std::unique_ptr<ScoringBatch> batch = NewBatch();
   batch->impl_->scoring = scoring;
   return batch;

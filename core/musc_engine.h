@@ -61,6 +61,9 @@ struct ScoringOptions {
   // "fp16". Arithmetic stays fp32 (tokens are widened per layer); bf16/fp16 halve the storage
   // that grows with N at the price of rounding the features (accuracy: docs/PERFORMANCE.md).
   std::string token_dtype = "fp32";
+  // Element type of MSM's similarity GEMMs: "fp32", or "bf16"/"fp16" on an accelerator (the
+  // engine's device), where half-precision GEMMs run many times faster. On CPU only fp32.
+  std::string gemm_dtype = "fp32";
 };
 
 // Checks degrees, interval, windows and budget; InvalidArgument says which and why.
@@ -71,6 +74,10 @@ struct EngineOptions {
   ScoringOptions scoring;           // Used by NewBatch() without arguments.
   int64_t backbone_batch_size = 8;  // Images per backbone forward pass.
   int intra_op_threads = 0;         // 0 = the machine's hardware concurrency.
+  // Where the backbone, LNAMD, MSM and maps run: "cpu", "cuda" or "cuda:K" (a LibTorch built
+  // with CUDA, see -DMUSC_CUDA). Images are preprocessed on the CPU and copied asynchronously
+  // from pinned memory; results come back to the host.
+  std::string device = "cpu";
 };
 
 // Wall-clock seconds spent in each stage for one batch.

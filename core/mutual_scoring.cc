@@ -1,8 +1,11 @@
 #include "core/mutual_scoring.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/topk.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
@@ -148,6 +151,76 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
   return stats;
 }
 
+// The tensor-op path (see the header): device-agnostic ATen ops only, no raw pointers.
+MutualScoringStats AccumulateWithTensorOps(const at::Tensor& z, const MutualScoringOptions& options,
+                                           double weight, at::Tensor& scores_accum) {
+  const int64_t n = z.size(0);
+  const int64_t l = z.size(1);
+  const int64_t c = z.size(2);
+  const bool approximate = options.approximate_neighbours > 0;
+  // Partner columns per image: every image (its own column masked out) or its M neighbours.
+  const std::vector<int64_t> offsets =
+      approximate ? ApproximateNeighbourOffsets(n, std::min(options.approximate_neighbours, n - 1))
+                  : std::vector<int64_t>{};
+  const int64_t columns = approximate ? static_cast<int64_t>(offsets.size()) : n;
+  const int64_t compared = approximate ? columns : n - 1;
+  const IntervalRanks ranks =
+      ComputeIntervalRanks(compared + 1, options.interval_low, options.interval_high);
+
+  const at::Tensor zc = z.to(options.gemm_dtype);  // No copy when the types already agree.
+  const int64_t gemm_elt = static_cast<int64_t>(c10::elementSize(options.gemm_dtype));
+  const int64_t pair_bytes = l * l * gemm_elt + (approximate ? l * c * gemm_elt : 0);
+  const int64_t tile_share = std::min(kMaxTileBytes, options.block_budget_bytes / 4);
+  const int64_t chunk = std::clamp<int64_t>(tile_share / pair_bytes, 1, columns);
+  // The stripe's table and its distance and top-k temporaries: ~3 floats per entry.
+  const int64_t row_bytes = 3 * l * columns * static_cast<int64_t>(sizeof(float));
+  const int64_t resident = std::clamp<int64_t>(
+      (options.block_budget_bytes - chunk * pair_bytes) / std::max<int64_t>(row_bytes, 1), 1, n);
+
+  MutualScoringStats stats;
+  stats.resident_images = resident;
+  stats.tile_bytes = chunk * l * l * gemm_elt;
+  stats.table_bytes = resident * l * columns * static_cast<int64_t>(sizeof(float));
+  const at::TensorOptions fp32 = z.options().dtype(at::kFloat);
+  at::Tensor neighbour_index;
+  if (approximate) {
+    neighbour_index = at::tensor(offsets, z.options().dtype(at::kLong));
+  }
+  for (int64_t s0 = 0; s0 < n; s0 += resident) {
+    const int64_t s1 = std::min(n, s0 + resident);
+    ++stats.stripes;
+    at::Tensor table = at::empty({s1 - s0, l, columns}, fp32);  // Best similarity per partner.
+    for (int64_t i = s0; i < s1; ++i) {
+      const at::Tensor zi = zc[i];
+      at::Tensor partner_ids;
+      if (approximate) partner_ids = (neighbour_index + i).remainder_(n);
+      for (int64_t j0 = 0; j0 < columns; j0 += chunk) {
+        const int64_t m = std::min(chunk, columns - j0);
+        const at::Tensor partners =
+            approximate ? zc.index_select(0, partner_ids.narrow(0, j0, m)) : zc.narrow(0, j0, m);
+        const at::Tensor sims = at::mm(zi, partners.reshape({m * l, c}).t());  // L × m·L
+        table[i - s0].narrow(1, j0, m).copy_(sims.view({l, m, l}).amax(-1));
+        stats.pair_gemms += m;
+      }
+    }
+    const auto selection_start = std::chrono::steady_clock::now();
+    at::Tensor distances = table.mul_(-2.0).add_(2.0).clamp_min_(0.0).sqrt_();
+    if (!approximate) {
+      // An image is not its own partner: its column sorts last and never reaches the interval.
+      for (int64_t i = s0; i < s1; ++i) {
+        distances[i - s0].select(1, i).fill_(std::numeric_limits<float>::infinity());
+      }
+    }
+    const at::Tensor nearest =
+        std::get<0>(at::topk(distances, ranks.end, -1, /*largest=*/false, /*sorted=*/true));
+    const at::Tensor means =
+        nearest.narrow(-1, ranks.begin, ranks.end - ranks.begin).to(at::kDouble).mean(-1);
+    scores_accum.narrow(0, s0, s1 - s0).add_(means, weight);
+    stats.selection_seconds += SecondsSince(selection_start);
+  }
+  return stats;
+}
+
 }  // namespace
 
 std::vector<int64_t> ApproximateNeighbourOffsets(int64_t n_images, int64_t neighbours) {
@@ -195,6 +268,16 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
               "scores_accum must be a contiguous float64 N×L tensor matching Z");
   TORCH_CHECK(options.block_budget_bytes > 0, "block budget must be positive");
   TORCH_CHECK(options.approximate_neighbours >= 0, "approximate_neighbours must be >= 0");
+  TORCH_CHECK(scores_accum.device() == z.device(), "scores_accum must be on Z's device (",
+              z.device(), "), got ", scores_accum.device());
+  TORCH_CHECK(options.gemm_dtype == at::kFloat || options.gemm_dtype == at::kBFloat16 ||
+                  options.gemm_dtype == at::kHalf,
+              "the MSM GEMM type must be float32, bfloat16 or float16");
+  if (!z.is_cpu() || options.force_tensor_path) {
+    return AccumulateWithTensorOps(z, options, weight, scores_accum);
+  }
+  TORCH_CHECK(options.gemm_dtype == at::kFloat,
+              "half-precision MSM GEMMs run on accelerators only; on CPU they are float32");
   if (options.approximate_neighbours > 0) {
     return AccumulateApproximate(z, options, weight, scores_accum);
   }

@@ -34,6 +34,14 @@ struct MutualScoringOptions {
   // image is also chosen by M others. The interval is then taken over those M distances. Row
   // maxima only (the chosen relation is not symmetric), memory L·M floats per image in flight.
   int64_t approximate_neighbours = 0;
+  // Element type of the similarity GEMMs on the tensor-op path (accelerators): float32, or
+  // bfloat16/float16 where half-precision GEMMs are many times faster (their rounding of the
+  // similarities is measured by bench/gpu_check.sh). The CPU blocked path multiplies in float32
+  // only and rejects anything else.
+  at::ScalarType gemm_dtype = at::kFloat;
+  // Run the tensor-op path on a CPU tensor too. It is the path every non-CPU tensor takes; tests
+  // use this to check it against the blocked path where no accelerator exists.
+  bool force_tensor_path = false;
 };
 
 // The neighbour offsets the approximate mode uses for a batch of n images (empty when exact).
@@ -63,10 +71,19 @@ struct MutualScoringStats {
   double selection_seconds = 0.0;
 };
 
+// Two implementations, same results up to GEMM rounding:
+//  - blocked (CPU tensors): paired GEMMs, vectorised max-reduction and partial sorts on raw
+//    memory, as described above;
+//  - tensor-op (any other device, or force_tensor_path): per image i, GEMMs against chunks of
+//    partners, amax over each partner's patches, then top-k over the distance table of a
+//    resident stripe, all as ATen ops on z's device. Unpaired (each direction computed once per
+//    side) — accelerators have GEMM throughput to spare and this keeps everything in device ops.
+//    Memory: the same budget split into a similarity tile and a stripe table.
 // Adds weight · score(i, p) to scores_accum[i][p] for every image and patch.
 // z: N×L×C contiguous float32, bfloat16 or float16 with unit-norm rows (half-precision tokens are
 // widened to float32 one GEMM operand at a time: storage halves, the arithmetic stays fp32).
-// scores_accum: N×L float64, contiguous. Requires N ≥ 2. Throws c10::Error on malformed input.
+// scores_accum: N×L float64, contiguous, on z's device. Requires N ≥ 2. Throws c10::Error on
+// malformed input.
 MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScoringOptions& options,
                                           double weight, at::Tensor& scores_accum);
 

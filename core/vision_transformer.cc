@@ -516,6 +516,26 @@ at::Tensor VisionTransformer::Block(const at::Tensor& x, const BlockWeights& wt)
   return m.add_(a);
 }
 
+void VisionTransformer::MoveTo(const at::Device& device) {
+  const auto move = [&device](at::Tensor& t) {
+    if (t.defined()) t = t.to(device);
+  };
+  for (at::Tensor* t : {&patch_w_, &patch_b_, &class_token_, &positional_embedding_, &pre_norm_w_,
+                        &pre_norm_b_, &final_norm_w_, &final_norm_b_, &proj_}) {
+    move(*t);
+  }
+  for (BlockWeights& b : blocks_) {
+    for (at::Tensor* t :
+         {&b.norm1_w, &b.norm1_b, &b.qkv_w, &b.qkv_b, &b.proj_w, &b.proj_b, &b.norm2_w, &b.norm2_b,
+          &b.fc1_w, &b.fc1_b, &b.fc2_w, &b.fc2_b, &b.ls1, &b.ls2}) {
+      move(*t);
+    }
+  }
+  // The loaded checkpoint is not used after construction; keeping host copies of every weight
+  // would double the model's memory once it lives on an accelerator.
+  weights_.clear();
+}
+
 at::Tensor VisionTransformer::RunBlockPart(BlockPart part, int64_t index,
                                            const at::Tensor& x) const {
   TORCH_CHECK(index >= 0 && index < config_.depth, name_, ": no block ", index);

@@ -115,6 +115,7 @@ class VisionTransformer : public Backbone {
   const PreprocessSpec& preprocess_spec() const override { return spec_; }
   const VitConfig& config() const { return config_; }
   BackboneFeatures Forward(const at::Tensor& images) override;
+  void MoveTo(const at::Device& device) override;
 
   // One part of block `index` (0-based) applied to activations x (N×T×W), exactly as Forward runs
   // it; lets a benchmark attribute the forward's time without re-implementing the block.

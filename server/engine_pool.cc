@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<EnginePool>> EnginePool::Load(
       engine_options.scoring = product.scoring;
       engine_options.intra_op_threads = options.intra_op_threads;
       engine_options.backbone_batch_size = options.backbone_batch_size;
+      engine_options.device = options.device;
       absl::StatusOr<std::unique_ptr<MuscEngine>> engine = MuscEngine::Create(engine_options);
       if (!engine.ok()) {
         return absl::Status(engine.status().code(), absl::StrCat("product '", product.name,
@@ -56,6 +57,13 @@ absl::StatusOr<std::unique_ptr<EnginePool>> EnginePool::Load(
       it = pool->by_backbone_.emplace(key, std::shared_ptr<MuscEngine>(std::move(*engine))).first;
       pool->load_seconds_[product.backbone.model] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    // Products sharing an engine must also be runnable on its device (e.g. a half-precision
+    // GEMM type on a CPU engine): refused at load, not at the first seal.
+    if (absl::StatusOr<std::unique_ptr<ScoringBatch>> probe = it->second->NewBatch(product.scoring);
+        !probe.ok()) {
+      return absl::Status(probe.status().code(),
+                          absl::StrCat("product '", product.name, "': ", probe.status().message()));
     }
     pool->by_product_[product.name] = it->second;
   }

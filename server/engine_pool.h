@@ -16,6 +16,7 @@ namespace musc {
 struct EnginePoolOptions {
   int intra_op_threads = 0;
   int64_t backbone_batch_size = 8;
+  std::string device = "cpu";  // EngineOptions::device for every engine: cpu, cuda, cuda:K.
 };
 
 class EnginePool {

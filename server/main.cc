@@ -48,6 +48,8 @@ ABSL_FLAG(int, workers, 1, "Batches scored concurrently (each uses --threads int
 ABSL_FLAG(int, queue_capacity, 16, "Sealed batches that may wait; beyond: RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, threads, 0, "Intra-op threads for LibTorch/OpenBLAS (0 = all cores)");
 ABSL_FLAG(int, backbone_batch, 8, "Images per backbone forward pass");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where scoring runs: cpu, cuda or cuda:K (needs a build against a CUDA LibTorch)");
 ABSL_FLAG(int64_t, max_image_bytes, int64_t{64} << 20, "Largest encoded image accepted");
 ABSL_FLAG(int64_t, max_image_pixels, int64_t{64} << 20,
           "Largest image accepted, width×height, checked from the header before decoding");
@@ -297,6 +299,7 @@ int Run() {
   EnginePoolOptions pool_options;
   pool_options.intra_op_threads = absl::GetFlag(FLAGS_threads);
   pool_options.backbone_batch_size = absl::GetFlag(FLAGS_backbone_batch);
+  pool_options.device = absl::GetFlag(FLAGS_device);
   const auto load_start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<EnginePool>> engines = EnginePool::Load(*products, pool_options);
   if (!engines.ok()) {

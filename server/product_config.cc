@@ -151,7 +151,7 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
   if (const YAML::Node scoring = node["scoring"]) {
     if (absl::Status s = CheckKeys(scoring,
                                    {"degrees", "interval", "rscin_windows", "block_budget_mib",
-                                    "approximate_neighbours", "token_dtype"},
+                                    "approximate_neighbours", "token_dtype", "gemm_dtype"},
                                    at + ".scoring");
         !s.ok()) {
       return s;
@@ -182,6 +182,7 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
       p.scoring.approximate_neighbours = scoring["approximate_neighbours"].as<int64_t>();
     }
     if (scoring["token_dtype"]) p.scoring.token_dtype = scoring["token_dtype"].as<std::string>();
+    if (scoring["gemm_dtype"]) p.scoring.gemm_dtype = scoring["gemm_dtype"].as<std::string>();
   }
   if (absl::Status s = ValidateScoringOptions(p.scoring); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(at, ".scoring: ", s.message()));
@@ -311,6 +312,10 @@ void ProductToProto(const ProductConfig& p, v1::Product* out) {
   s->set_interval_low(p.scoring.interval_low);
   s->set_interval_high(p.scoring.interval_high);
   for (int64_t k : p.scoring.rscin_windows) s->add_rscin_windows(static_cast<int32_t>(k));
+  s->set_block_budget_mib(p.scoring.block_budget_bytes >> 20);
+  s->set_approximate_neighbours(static_cast<uint32_t>(p.scoring.approximate_neighbours));
+  s->set_token_dtype(p.scoring.token_dtype);
+  s->set_gemm_dtype(p.scoring.gemm_dtype);
   v1::BatchPolicy* batch = out->mutable_batch();
   batch->set_min_images(p.min_images);
   batch->set_max_images(p.max_images);

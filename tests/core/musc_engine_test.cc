@@ -205,6 +205,7 @@ TEST(MuscEngineOptionsTest, BadScoringOptionsAreInvalidArgument) {
        }},
       {"zero budget", [](ScoringOptions& o) { o.block_budget_bytes = 0; }},
       {"negative budget", [](ScoringOptions& o) { o.block_budget_bytes = -5; }},
+      {"unknown gemm type", [](ScoringOptions& o) { o.gemm_dtype = "int8"; }},
   };
   std::unique_ptr<MuscEngine> engine = MakeEngine(DefaultOptions());
   ASSERT_NE(engine, nullptr);
@@ -239,6 +240,35 @@ TEST(MuscEngineOptionsTest, BadBackboneOptionsFail) {
   options = DefaultOptions();
   options.backbone.input_size = 60;  // Not a multiple of the patch size 8.
   EXPECT_FALSE(MuscEngine::Create(options).ok());
+}
+
+TEST(MuscEngineOptionsTest, DevicesThisBuildCannotUseAreRefusedClearly) {
+  EngineOptions options = DefaultOptions();
+  for (const char* bad : {"banana", "tpu", "cuda:x"}) {
+    options.device = bad;
+    const absl::Status s = MuscEngine::Create(options).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad << ": " << s;
+    EXPECT_NE(s.message().find(bad), std::string::npos) << s;
+  }
+  options.device = "cuda";
+  const absl::Status cuda = MuscEngine::Create(options).status();
+  if (cuda.ok()) {
+    GTEST_SKIP() << "this LibTorch has CUDA and a GPU: cuda is a valid device here";
+  }
+  EXPECT_EQ(cuda.code(), absl::StatusCode::kFailedPrecondition) << cuda;
+  EXPECT_NE(cuda.message().find("MUSC_CUDA"), std::string::npos) << cuda;
+}
+
+TEST(MuscEngineOptionsTest, HalfPrecisionGemmsNeedAnAccelerator) {
+  EngineOptions options = DefaultOptions();
+  options.scoring.gemm_dtype = "bf16";
+  EXPECT_TRUE(ValidateScoringOptions(options.scoring).ok());  // Valid in itself...
+  const absl::Status s = MuscEngine::Create(options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;  // ...but not on a CPU engine.
+  EXPECT_NE(s.message().find("accelerator"), std::string::npos) << s;
+  std::unique_ptr<MuscEngine> engine = MakeEngine(DefaultOptions());
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->NewBatch(options.scoring).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "bench/model_shapes.h"
 #include "bench/process_memory.h"
-#include "core/backbone_registry.h"
 #include "core/model_registry.h"
 #include "core/mutual_scoring.h"
 #include "core/thread_config.h"
@@ -85,28 +85,26 @@ struct ModelShape {
   int64_t channels = 0;
 };
 
-// What MSM multiplies for each model at its default input size: ViTs give one (L, C) for all
-// their layers; darknet-tiny's layers differ in channels and are resized by LNAMD to the first
-// layer's grid, so its shapes are read from one forward pass through the real network.
+// What MSM multiplies for each model at its default input size (darknet-tiny's channels are read
+// from its weights).
 absl::StatusOr<std::vector<ModelShape>> ShapesOf(const std::string& name,
                                                  const std::string& darknet_weights) {
+  BackboneOptions backbone;
+  backbone.model = name;
   const ModelSpec* spec = FindModel(name);
-  if (spec == nullptr) return absl::NotFoundError("no registry model '" + name + "'");
-  if (spec->kind == BackboneKind::kVit) {
-    const int64_t grid = spec->default_input_size / spec->vit.patch_size;
-    return std::vector<ModelShape>{{name, grid * grid, spec->vit.width}};
+  if (spec != nullptr && spec->kind == BackboneKind::kDarknetTiny) {
+    backbone.weights_path = darknet_weights;
   }
-  BackboneOptions bo;
-  bo.model = name;
-  bo.weights_path = darknet_weights;
-  absl::StatusOr<std::unique_ptr<Backbone>> backbone = CreateBackbone(bo);
-  if (!backbone.ok()) return backbone.status();
-  const int64_t s = spec->default_input_size;
-  const BackboneFeatures features = (*backbone)->Forward(at::zeros({1, 3, s, s}));
+  absl::StatusOr<std::vector<LayerShape>> layers = MsmShapesOf(backbone);
+  if (!layers.ok()) return layers.status();
   std::vector<ModelShape> shapes;
-  const at::Tensor& first = features.layer_maps.front();
-  for (const at::Tensor& layer : features.layer_maps) {
-    shapes.push_back({name, first.size(2) * first.size(3), layer.size(1)});
+  for (const LayerShape& layer : *layers) {
+    const ModelShape shape{name, layer.patches, layer.channels};
+    // ViT layers all share one shape: measure it once.
+    if (shapes.empty() || shapes.back().channels != shape.channels ||
+        shapes.back().patches != shape.patches) {
+      shapes.push_back(shape);
+    }
   }
   return shapes;
 }

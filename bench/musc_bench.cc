@@ -89,6 +89,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   mem_cmd->add_option("--token-dtype", mem.token_dtype, "fp32, bf16, fp16")->capture_default_str();
   mem_cmd->add_option("--threads", mem.threads, "intra-op threads (0 = all cores)");
+  musc::BackboneOptions mem_backbone;
+  mem_cmd->add_option("--model", mem_backbone.model,
+                      "whole batches through the engine with this backbone (else MSM alone)");
+  mem_cmd->add_option("--weights", mem_backbone.weights_path, "weights file or folder");
+  mem_cmd->add_flag("--random-weights", mem_backbone.random_weights, "ViT: seeded random weights");
+  mem_cmd->add_option("--size", mem_backbone.input_size, "input size S (0 = default)");
 
   musc::ApproxBenchmarkOptions approx;
   CLI::App* approx_cmd = app.add_subcommand(
@@ -121,6 +127,7 @@ int main(int argc, char** argv) {
   }
   if (mem_cmd->parsed()) {
     mem.block_budget_bytes = mem_budget_mib << 20;
+    if (mem_cmd->count("--model") > 0) mem.engine_backbone = mem_backbone;
     return musc::RunMemoryBenchmark(mem);
   }
   if (approx_cmd->parsed()) return musc::RunApproxBenchmark(approx);

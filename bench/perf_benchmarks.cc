@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 
+#include "bench/model_shapes.h"
 #include "bench/process_memory.h"
 #include "core/backbone_registry.h"
 #include "core/model_registry.h"
@@ -203,7 +204,103 @@ int RunBackboneBenchmark(const BackboneBenchmarkOptions& options) {
   return 0;
 }
 
+// Seeded uint8 noise images, S×S×3, with their views.
+struct NoiseBatch {
+  std::vector<std::vector<uint8_t>> pixels;
+  std::vector<ImageView> views;
+};
+NoiseBatch MakeNoiseBatch(int64_t n, int64_t s, std::mt19937& rng) {
+  std::uniform_int_distribution<int> value(0, 255);
+  NoiseBatch batch;
+  batch.pixels.resize(static_cast<size_t>(n));
+  for (auto& px : batch.pixels) {
+    px.resize(static_cast<size_t>(s * s * 3));
+    for (uint8_t& v : px) v = static_cast<uint8_t>(value(rng));
+    batch.views.push_back({px.data(), s, s, 3, PixelType::kUint8});
+  }
+  return batch;
+}
+
+// Whole batches through the engine: RSS growth while the images are added (features stored) and
+// while the batch is scored, against stored features + one fp32 Z (the (layer, degree) MSM is
+// working on) + the block budget.
+int RunEngineMemoryBenchmark(const MemoryBenchmarkOptions& options) {
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  EngineOptions eo;
+  eo.backbone = *options.engine_backbone;
+  eo.intra_op_threads = options.threads;
+  eo.scoring.block_budget_bytes = options.block_budget_bytes;
+  eo.scoring.token_dtype = options.token_dtype;
+  eo.scoring.keep_maps = false;  // The maps are the output (N·S²·4 B), not working memory.
+  absl::StatusOr<std::unique_ptr<MuscEngine>> engine = MuscEngine::Create(eo);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "memory: %s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  const int64_t s = (*engine)->input_size();
+  absl::StatusOr<std::vector<LayerShape>> shapes = MsmShapesOf(eo.backbone);
+  if (!shapes.ok()) {
+    std::fprintf(stderr, "memory: %s\n", shapes.status().ToString().c_str());
+    return 1;
+  }
+  LayerShape widest;
+  for (const LayerShape& shape : *shapes) {
+    if (shape.channels > widest.channels) widest = shape;
+  }
+  const double mib = 1 << 20;
+  std::mt19937 rng(3);
+  {
+    NoiseBatch warm = MakeNoiseBatch(4, s, rng);
+    (void)(*engine)->Score(warm.views);  // Thread pools, allocator arenas, OpenBLAS buffers.
+  }
+  std::printf("engine: %s at %lld, token_dtype=%s, block_budget=%.0f MiB (noise images)\n",
+              (*engine)->backbone_name().c_str(), static_cast<long long>(s),
+              options.token_dtype.c_str(), static_cast<double>(options.block_budget_bytes) / mib);
+  std::printf("%5s | %10s %8s | %10s %10s %10s | %s\n", "N", "tokens_MiB", "Z_MiB", "add_MiB",
+              "score_MiB", "bound_MiB", "within");
+  std::vector<double> xs, ys;
+  bool within = true;
+  double token_bytes_per_image = 0;
+  for (int64_t n : options.images) {
+    NoiseBatch images = MakeNoiseBatch(n, s, rng);
+    const int64_t baseline = CurrentRssBytes();
+    ResetPeakRss();
+    std::unique_ptr<ScoringBatch> batch = (*engine)->NewBatch();
+    if (absl::Status st = batch->Add(images.views); !st.ok()) {
+      std::fprintf(stderr, "memory: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    const double add_peak = static_cast<double>(PeakRssBytes() - baseline);
+    ResetPeakRss();
+    absl::StatusOr<BatchScores> scores = batch->Score();
+    if (!scores.ok()) {
+      std::fprintf(stderr, "memory: %s\n", scores.status().ToString().c_str());
+      return 1;
+    }
+    const double score_peak = static_cast<double>(PeakRssBytes() - baseline);
+    const double tokens = static_cast<double>(batch->feature_bytes());
+    // Z of one (layer, degree) in fp32: N × L × the widest layer's C.
+    const double z = static_cast<double>(n * widest.patches * widest.channels * 4);
+    const double bound = tokens + z + static_cast<double>(options.block_budget_bytes);
+    const double peak = std::max(add_peak, score_peak);
+    within = within && peak <= bound;
+    token_bytes_per_image = tokens / static_cast<double>(n);
+    xs.push_back(static_cast<double>(n));
+    ys.push_back(peak);
+    std::printf("%5lld | %10.1f %8.1f | %10.1f %10.1f %10.1f | %s\n", static_cast<long long>(n),
+                tokens / mib, z / mib, add_peak / mib, score_peak / mib, bound / mib,
+                peak <= bound ? "yes" : "NO");
+    std::fflush(stdout);
+  }
+  const auto [slope, intercept] = FitLine(xs, ys);
+  std::printf("linear fit of the peak: %.3f MiB/image + %.1f MiB\n", slope / mib, intercept / mib);
+  std::printf("engine_memory_slope_vs_token_bytes=%.2f token_MiB_per_image=%.3f within_bound=%s\n",
+              slope / token_bytes_per_image, token_bytes_per_image / mib, within ? "yes" : "no");
+  return 0;
+}
+
 int RunMemoryBenchmark(const MemoryBenchmarkOptions& options) {
+  if (options.engine_backbone) return RunEngineMemoryBenchmark(options);
   c10::InferenceMode guard;
   // Freed large blocks go back to the system at once, so peak RSS shows live memory only.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);

@@ -8,6 +8,7 @@
 #define MUSC_BENCH_PERF_BENCHMARKS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct MemoryBenchmarkOptions {
   int64_t block_budget_bytes = int64_t{16} << 20;
   std::string token_dtype = "fp32";  // fp32, bf16 or fp16 storage of Z.
   int threads = 0;
+  // Set: measure whole batches through the engine with this backbone (noise images) instead of
+  // MSM alone on synthetic tokens; patches/channels then come from the model.
+  std::optional<BackboneOptions> engine_backbone;
 };
 int RunMemoryBenchmark(const MemoryBenchmarkOptions& options);
 

@@ -79,6 +79,9 @@ absl::Status ValidateScoringOptions(const ScoringOptions& o) {
 
 namespace {
 
+// Images per LNAMD step in Score(): bounds its temporaries independently of N.
+constexpr int64_t kLnamdChunkImages = 8;
+
 // "fp32" / "bf16" / "fp16" (validated by ValidateScoringOptions) as a LibTorch type.
 at::ScalarType ScalarTypeNamed(const std::string& name) {
   if (name == "bf16") return at::kBFloat16;
@@ -135,6 +138,14 @@ struct ScoringBatch::Impl {
 ScoringBatch::ScoringBatch(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ScoringBatch::~ScoringBatch() = default;
 int64_t ScoringBatch::size() const { return impl_->count; }
+
+int64_t ScoringBatch::feature_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& chunks : impl_->layer_chunks) {
+    for (const at::Tensor& t : chunks) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return bytes;
+}
 
 absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
   for (size_t k = 0; k < images.size(); ++k) {
@@ -249,11 +260,17 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     at::Tensor accum = at::zeros({n, patches}, first.options().dtype(at::kDouble));
     result.timings.lnamd_s += watch.Lap();
     for (const auto& chunks : impl_->layer_chunks) {
-      // fp32 arithmetic whatever the storage: one layer is widened at a time.
-      const at::Tensor normed = LayerNormPerImage(chunks[0].to(at::kFloat));
-      result.timings.lnamd_s += watch.Lap();
+      const at::Tensor& tokens = chunks[0];  // N×C×H×W in the storage type.
       for (int64_t r : options.degrees) {
-        const at::Tensor z = AggregateNeighbourhood(normed, r, grid_h, grid_w);
+        // Z of this (layer, degree), built a few images at a time in fp32 (whatever the storage
+        // type): LayerNorm and aggregation are per image, so the only batch-sized tensor next to
+        // the stored tokens is Z itself — no widened copy of the layer, no normed copy.
+        at::Tensor z = at::empty({n, patches, tokens.size(1)}, tokens.options().dtype(at::kFloat));
+        for (int64_t i0 = 0; i0 < n; i0 += kLnamdChunkImages) {
+          const int64_t m = std::min(kLnamdChunkImages, n - i0);
+          const at::Tensor normed = LayerNormPerImage(tokens.narrow(0, i0, m).to(at::kFloat));
+          z.narrow(0, i0, m).copy_(AggregateNeighbourhood(normed, r, grid_h, grid_w));
+        }
         WaitForDevice(z);
         result.timings.lnamd_s += watch.Lap();
         AccumulateMutualScores(z, msm, weight, accum);

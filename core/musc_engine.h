@@ -117,6 +117,9 @@ class ScoringBatch {
   // Preprocesses the images and runs the backbone on them. On error nothing is added.
   absl::Status Add(absl::Span<const ImageView> images);
   int64_t size() const;
+  // Bytes of backbone features held for the images added so far (the part of a batch's memory
+  // that grows with N until Score(); halved by ScoringOptions::token_dtype bf16/fp16).
+  int64_t feature_bytes() const;
   // Runs LNAMD, MSM, maps and RsCIN over everything added. Requires at least 2 images.
   absl::StatusOr<BatchScores> Score();
 

@@ -129,13 +129,14 @@ void PrintRow(const std::string& model, int64_t n, int64_t l, int64_t c, double 
   std::fflush(stdout);
 }
 
-// GEMM reference for shape (L, C): the larger of the square GEMM and a GEMM at the shape MSM
-// actually multiplies (L×C by C×8L), to compare like with like.
-double GemmReference(double gemm_square, int64_t l, int64_t c) {
-  return std::max(gemm_square, GemmGflops(l, c, 8 * l, 2));
+// GEMM reference for shape (L, C), measured right before the shape so that both sides of the
+// ratio see the same machine state (shared machines drift by 2× within minutes): the larger of
+// the square GEMM and a GEMM at the shape MSM actually multiplies (L×C by C×8L).
+double GemmReference(int64_t l, int64_t c) {
+  return std::max(GemmGflops(2048, 2048, 2048, 2), GemmGflops(l, c, 8 * l, 2));
 }
 
-int RunModelShapes(const MsmBenchmarkOptions& options, double gemm_square) {
+int RunModelShapes(const MsmBenchmarkOptions& options) {
   std::vector<std::string> names = options.models;
   if (names.size() == 1 && names[0] == "all") {
     names.clear();
@@ -156,7 +157,7 @@ int RunModelShapes(const MsmBenchmarkOptions& options, double gemm_square) {
   double worst_ratio = 1e30, worst_share = 0;
   std::string worst_model;
   for (const ModelShape& shape : shapes) {
-    const double gemm = GemmReference(gemm_square, shape.patches, shape.channels);
+    const double gemm = GemmReference(shape.patches, shape.channels);
     for (int64_t n : options.images) {
       const ShapeResult r = MeasureShape(n, shape.patches, shape.channels, options);
       PrintRow(shape.model, n, shape.patches, shape.channels, gemm, r);
@@ -188,12 +189,12 @@ int RunMsmBenchmark(const MsmBenchmarkOptions& options) {
   std::printf("threads=%d block_budget=%lld MiB\n", threads,
               static_cast<long long>(options.block_budget_bytes >> 20));
   std::printf("gemm 2048x2048x2048 fp32: %.1f GFLOP/s\n", gemm_square);
-  if (!options.models.empty()) return RunModelShapes(options, gemm_square);
+  if (!options.models.empty()) return RunModelShapes(options);
   PrintHeader();
   double last_ratio = 0.0;
   for (int64_t c : options.channels) {
     for (int64_t l : options.patches) {
-      const double gemm = GemmReference(gemm_square, l, c);
+      const double gemm = GemmReference(l, c);
       for (int64_t n : options.images) {
         const ShapeResult r = MeasureShape(n, l, c, options);
         PrintRow("-", n, l, c, gemm, r);

@@ -56,9 +56,14 @@ __attribute__((target_clones("avx2", "default"))) void ReducePairBlock(const flo
   }
 }
 
+// GEMMs shorter than this many rows run well below the machine's GEMM rate (ViT-B/32's L = 49):
+// consecutive images are then stacked as the rows of one GEMM.
+constexpr int64_t kTargetGemmRows = 512;
+
 // Work layout for one call, derived from the budget.
 struct Plan {
-  int64_t chunk_images;     // Images per GEMM (columns of a tile).
+  int64_t group_images;     // Images stacked as the rows of one GEMM (1 unless L is small).
+  int64_t chunk_images;     // Partner images per GEMM for a group (columns of a tile).
   int64_t resident_images;  // Images whose distance rows are held at once.
 };
 
@@ -68,8 +73,14 @@ Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes, int64_t widen_bytes) {
   const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float)) + widen_bytes;
   const int64_t tile_share = std::min(kMaxTileBytes, budget_bytes / 4);
   Plan plan;
-  plan.chunk_images = std::clamp<int64_t>(tile_share / pair_bytes, 1, std::max<int64_t>(n - 1, 1));
-  const int64_t table_budget = budget_bytes - plan.chunk_images * pair_bytes;
+  // Stacking is limited by the tile's share of the budget as well, so small budgets keep the
+  // documented bound.
+  plan.group_images =
+      std::clamp<int64_t>(std::min(kTargetGemmRows / l, tile_share / pair_bytes), 1, n);
+  plan.chunk_images = std::clamp<int64_t>(tile_share / (plan.group_images * pair_bytes), 1,
+                                          std::max<int64_t>(n - 1, 1));
+  const int64_t table_budget =
+      budget_bytes - plan.group_images * (plan.chunk_images * pair_bytes + widen_bytes);
   const int64_t row_bytes = l * n * static_cast<int64_t>(sizeof(float));
   plan.resident_images = std::clamp<int64_t>(table_budget / row_bytes, 1, n);
   return plan;
@@ -288,55 +299,66 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
                              widen ? l * c * static_cast<int64_t>(sizeof(float)) : 0);
   MutualScoringStats stats;
   stats.resident_images = plan.resident_images;
-  stats.tile_bytes = plan.chunk_images * l * l * static_cast<int64_t>(sizeof(float));
+  stats.group_images = plan.group_images;
+  const int64_t tile_blocks = plan.group_images * plan.chunk_images;  // L×L blocks per tile.
+  stats.tile_bytes = tile_blocks * l * l * static_cast<int64_t>(sizeof(float));
   stats.table_bytes = plan.resident_images * l * n * static_cast<int64_t>(sizeof(float));
 
-  at::Tensor tile = at::empty({plan.chunk_images * l * l}, z.options().dtype(at::kFloat));
+  at::Tensor tile = at::empty({tile_blocks * l * l}, z.options().dtype(at::kFloat));
   // table[(i − s0)][p][j] = min distance from patch p of image i to image j (j = i unused).
   std::vector<float> table(static_cast<size_t>(plan.resident_images * l * n));
   float* const tile_data = tile.data_ptr<float>();
   double* const accum = scores_accum.data_ptr<double>();
 
-  for (int64_t s0 = 0; s0 < n; s0 += plan.resident_images) {
+  // Partners [begin, end) of a group of row images. Paired: both directions come from one GEMM
+  // (partners later in the stripe); unpaired: the row side only (partners outside the stripe,
+  // which compute the reverse direction themselves when their stripe is resident).
+  struct Range {
+    int64_t begin, end;
+    bool paired;
+  };
+  int64_t s0 = 0;  // The resident stripe [s0, s1) whose table rows are held.
+  // Multiplies row images [r0, r0 + rows) against `range` a chunk of partners at a time and files
+  // the distances of every (row image, partner) block into the table.
+  const auto multiply = [&](int64_t r0, int64_t rows, const Range& range) {
+    // Half-precision tokens are widened per GEMM operand: O(L·C) per image against the GEMM's
+    // O(L²·C) per pair, so storage halves at a negligible cost. A view when z is fp32.
+    const at::Tensor row_tokens = z.narrow(0, r0, rows).view({rows * l, c}).to(at::kFloat);
+    const int64_t chunk = std::max<int64_t>(1, tile_blocks / rows);
+    for (int64_t j0 = range.begin; j0 < range.end; j0 += chunk) {
+      const int64_t m = std::min(chunk, range.end - j0);
+      at::Tensor sims = tile.narrow(0, 0, rows * m * l * l).view({rows * l, m * l});
+      const at::Tensor partners = z.narrow(0, j0, m).view({m * l, c});
+      at::mm_out(sims, row_tokens, (widen ? partners.to(at::kFloat) : partners).t());
+      stats.pair_gemms += rows * m;
+      at::parallel_for(0, rows * m, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> row_max(l);
+        std::vector<float> col_max(range.paired ? l : 0);
+        for (int64_t block = begin; block < end; ++block) {
+          const int64_t i = r0 + block / m;
+          const int64_t j = j0 + block % m;
+          ReducePairBlock(tile_data + (block / m) * l * m * l + (block % m) * l, m * l, l, l,
+                          row_max.data(), range.paired ? col_max.data() : nullptr);
+          float* row_out = table.data() + (i - s0) * l * n + j;
+          for (int64_t p = 0; p < l; ++p) row_out[p * n] = DistanceFromSimilarity(row_max[p]);
+          if (range.paired) {
+            float* col_out = table.data() + (j - s0) * l * n + i;
+            for (int64_t q = 0; q < l; ++q) col_out[q * n] = DistanceFromSimilarity(col_max[q]);
+          }
+        }
+      });
+    }
+  };
+
+  for (; s0 < n; s0 += plan.resident_images) {
     const int64_t s1 = std::min(n, s0 + plan.resident_images);
     ++stats.stripes;
-    for (int64_t i = s0; i < s1; ++i) {
-      const at::Tensor zi = z[i].to(at::kFloat);  // L×C; a view when z is fp32.
-      // Targets of image i: partners later in the stripe are paired (both directions from one
-      // GEMM); images outside the stripe are scored from i's side only and will compute the
-      // reverse direction themselves when their stripe is resident.
-      struct Range {
-        int64_t begin, end;
-        bool paired;
-      };
-      const Range ranges[] = {{i + 1, s1, true}, {s1, n, false}, {0, s0, false}};
-      for (const Range& range : ranges) {
-        for (int64_t j0 = range.begin; j0 < range.end; j0 += plan.chunk_images) {
-          const int64_t m = std::min(plan.chunk_images, range.end - j0);
-          at::Tensor sims = tile.narrow(0, 0, m * l * l).view({l, m * l});
-          // Half-precision tokens are widened per chunk: O(L·C) per pair against the GEMM's
-          // O(L²·C), so storage halves at a negligible cost.
-          const at::Tensor partners = z.narrow(0, j0, m).view({m * l, c});
-          at::mm_out(sims, zi, (widen ? partners.to(at::kFloat) : partners).t());
-          stats.pair_gemms += m;
-          at::parallel_for(0, m, 1, [&](int64_t begin, int64_t end) {
-            std::vector<float> row_max(l);
-            std::vector<float> col_max(range.paired ? l : 0);
-            for (int64_t jj = begin; jj < end; ++jj) {
-              const int64_t j = j0 + jj;
-              ReducePairBlock(tile_data + jj * l, m * l, l, l, row_max.data(),
-                              range.paired ? col_max.data() : nullptr);
-              float* row_out = table.data() + (i - s0) * l * n + j;
-              for (int64_t p = 0; p < l; ++p) row_out[p * n] = DistanceFromSimilarity(row_max[p]);
-              if (range.paired) {
-                float* col_out = table.data() + (j - s0) * l * n + i;
-                for (int64_t q = 0; q < l; ++q) {
-                  col_out[q * n] = DistanceFromSimilarity(col_max[q]);
-                }
-              }
-            }
-          });
-        }
+    for (int64_t g0 = s0; g0 < s1; g0 += plan.group_images) {
+      const int64_t g1 = std::min(s1, g0 + plan.group_images);
+      // Pairs inside the group, image by image; then the whole group against everything else.
+      for (int64_t i = g0; i + 1 < g1; ++i) multiply(i, 1, {i + 1, g1, true});
+      for (const Range& range : {Range{g1, s1, true}, Range{s1, n, false}, Range{0, s0, false}}) {
+        if (range.begin < range.end) multiply(g0, g1 - g0, range);
       }
     }
     // Interval mean over the N−1 distances of every (i, p) of the stripe.

@@ -244,6 +244,26 @@ TEST(MutualScoresBudgetTest, BudgetDoesNotChangeResults) {
   }
 }
 
+TEST(MutualScoresBudgetTest, StackedGroupsAcrossStripesMatchNaive) {
+  // Small L: images are stacked as the rows of one GEMM. With a budget that also splits the batch
+  // into stripes, groups meet paired partners, unpaired partners on both sides, and pairs inside
+  // the group.
+  const int64_t n = 40, l = 20, c = 16;
+  const at::Tensor z = UnitRows(n, l, c, 4242);
+  MutualScoringOptions options;
+  options.block_budget_bytes = 64 << 10;
+  at::Tensor accum = at::zeros({n, l}, at::kDouble);
+  const MutualScoringStats stats = AccumulateMutualScores(z, options, 1.0, accum);
+  EXPECT_GT(stats.group_images, 1);
+  EXPECT_GT(stats.stripes, 1);
+  EXPECT_LE(stats.tile_bytes + stats.table_bytes, options.block_budget_bytes);
+  EXPECT_LT(naive::MaxAbsDiff(accum, naive::MutualScores(z, 0.0, 0.3)), kTolerance);
+  MutualScoringOptions one_stripe;
+  at::Tensor reference = at::zeros({n, l}, at::kDouble);
+  EXPECT_GT(AccumulateMutualScores(z, one_stripe, 1.0, reference).group_images, 1);
+  EXPECT_LT(naive::MaxAbsDiff(accum, reference), 1e-6);
+}
+
 // ---------------------------------------------------------------------------------------------
 // AccumulateMutualScores: weight and accumulation
 

@@ -64,7 +64,7 @@ struct MutualScoringStats {
   int64_t resident_images = 0;  // Images whose distance rows are held at once (stripe size).
   int64_t stripes = 0;
   int64_t group_images = 1;  // Images stacked as the rows of one GEMM (small L only).
-  int64_t pair_gemms = 0;  // Image pairs multiplied (N(N−1)/2 when fully paired).
+  int64_t pair_gemms = 0;    // Image pairs multiplied (N(N−1)/2 when fully paired).
   int64_t tile_bytes = 0;
   int64_t table_bytes = 0;
   // Wall time of the per-patch interval selection (partial sorts and means), the part of MSM

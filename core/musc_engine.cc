@@ -186,17 +186,18 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
                   backbone.name(), " returned an inconsistent number of feature layers");
       for (size_t l = 0; l < features.layer_maps.size(); ++l) {
         // Own, compact, channels-last copies in the storage dtype: drops class tokens and
-        // backbone temporaries. These copies are what grows with N until Score().
-        new_layers[l].push_back(features.layer_maps[l]
-                                    .to(token_type)
-                                    .contiguous(at::MemoryFormat::ChannelsLast)
-                                    .clone(at::MemoryFormat::ChannelsLast));
+        // backbone temporaries. These copies are what grows with N until Score(). They live in
+        // host memory whatever the device, so that open sessions never exhaust an accelerator's
+        // memory; Score() moves one layer at a time back.
+        const at::Tensor compact =
+            features.layer_maps[l].to(token_type).contiguous(at::MemoryFormat::ChannelsLast);
+        new_layers[l].push_back(device.is_cpu() ? compact.clone(at::MemoryFormat::ChannelsLast)
+                                                : compact.to(at::kCPU));
       }
       new_embeddings.push_back(features.image_embedding.defined()
-                                   ? features.image_embedding.to(at::kFloat).contiguous()
+                                   ? features.image_embedding.to(at::kFloat).cpu().contiguous()
                                    : at::Tensor());
-      WaitForDevice(new_layers.back().back());
-      spent.backbone_s += watch.Lap();
+      spent.backbone_s += watch.Lap();  // The copies to the host above waited for the device.
     }
   } catch (const c10::Error& e) {
     return FromTorchError(e, "feature extraction");
@@ -257,10 +258,13 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     // Mean over layers and degrees: every (layer, degree) gets the same weight.
     const double weight =
         1.0 / static_cast<double>(impl_->layer_chunks.size() * options.degrees.size());
-    at::Tensor accum = at::zeros({n, patches}, first.options().dtype(at::kDouble));
+    const at::Device device = impl_->engine->device;
+    at::Tensor accum =
+        at::zeros({n, patches}, at::TensorOptions().dtype(at::kDouble).device(device));
     result.timings.lnamd_s += watch.Lap();
     for (const auto& chunks : impl_->layer_chunks) {
-      const at::Tensor& tokens = chunks[0];  // N×C×H×W in the storage type.
+      // N×C×H×W in the storage type, on the device for this layer only (a no-op on CPU).
+      const at::Tensor tokens = chunks[0].to(device);
       for (int64_t r : options.degrees) {
         // Z of this (layer, degree), built a few images at a time in fp32 (whatever the storage
         // type): LayerNorm and aggregation are per image, so the only batch-sized tensor next to

@@ -181,7 +181,10 @@ MutualScoringStats AccumulateWithTensorOps(const at::Tensor& z, const MutualScor
   const at::Tensor zc = z.to(options.gemm_dtype);  // No copy when the types already agree.
   const int64_t gemm_elt = static_cast<int64_t>(c10::elementSize(options.gemm_dtype));
   const int64_t pair_bytes = l * l * gemm_elt + (approximate ? l * c * gemm_elt : 0);
-  const int64_t tile_share = std::min(kMaxTileBytes, options.block_budget_bytes / 4);
+  // The 8 MiB cap is for CPU caches; an accelerator wants few, large GEMMs (each launch costs
+  // microseconds), so there the tile takes its whole share of the budget.
+  const int64_t tile_share = z.is_cpu() ? std::min(kMaxTileBytes, options.block_budget_bytes / 4)
+                                        : options.block_budget_bytes / 4;
   const int64_t chunk = std::clamp<int64_t>(tile_share / pair_bytes, 1, columns);
   // The stripe's table and its distance and top-k temporaries: ~3 floats per entry.
   const int64_t row_bytes = 3 * l * columns * static_cast<int64_t>(sizeof(float));

@@ -125,9 +125,15 @@ int Products(MuscClient& client) {
   absl::StatusOr<std::vector<v1::Product>> products = client.ListProducts();
   if (!products.ok()) return Fail("products", products.status());
   for (const v1::Product& p : *products) {
-    std::printf("%-20s backbone=%s size=%d batch=%u..%u  %s\n", p.name().c_str(),
-                p.backbone().model().c_str(), p.backbone().input_size(), p.batch().min_images(),
-                p.batch().max_images(), p.description().c_str());
+    // MSM mode and precisions: what decides a product's cost and memory per batch.
+    const v1::ScoringConfig& sc = p.scoring();
+    const std::string msm = sc.approximate_neighbours() > 0
+                                ? absl::StrCat("approx(M=", sc.approximate_neighbours(), ")")
+                                : "exact";
+    std::printf("%-20s backbone=%s size=%d batch=%u..%u msm=%s tokens=%s gemm=%s  %s\n",
+                p.name().c_str(), p.backbone().model().c_str(), p.backbone().input_size(),
+                p.batch().min_images(), p.batch().max_images(), msm.c_str(),
+                sc.token_dtype().c_str(), sc.gemm_dtype().c_str(), p.description().c_str());
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
+#include "tests/test_support.h"
 
 namespace musc::testing {
 namespace {
@@ -82,6 +83,29 @@ class ClientCliTest : public ::testing::Test {
 };
 ServerProcess* ClientCliTest::server_ = nullptr;
 
+// A server that cannot run what its products ask for stops at start with a message naming the
+// product and the way out, instead of failing at the first seal.
+TEST(ServerStartupTest, DeviceAndGemmTypeMismatchesStopTheServerClearly) {
+  musc::testing::ScratchDir dir;
+  dir.Write("products.yaml", R"(
+products:
+  - name: widget
+    backbone: {model: vit-tiny-random, seed: 1, input_size: 64}
+  - name: halves
+    backbone: {model: vit-tiny-random, seed: 1, input_size: 64}
+    scoring: {gemm_dtype: fp16}
+)");
+  const std::string base = absl::StrCat(MUSC_SERVER_BIN, " --products=", dir.Path("products.yaml"),
+                                        " --listen=127.0.0.1:0 --metrics_listen= ");
+  CommandResult r = RunCommand(base);  // The second product shares the CPU engine: refused.
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("product 'halves'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("needs an accelerator"), std::string::npos) << r.output;
+  r = RunCommand(base + "--device=tpu");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("device 'tpu'"), std::string::npos) << r.output;
+}
+
 TEST_F(ClientCliTest, HealthAndProducts) {
   ClientRun health = RunClient(Server() + " health");
   EXPECT_EQ(health.exit_code, 0) << health.out;
@@ -89,6 +113,8 @@ TEST_F(ClientCliTest, HealthAndProducts) {
   ClientRun products = RunClient(Server() + " products");
   EXPECT_EQ(products.exit_code, 0) << products.out;
   EXPECT_NE(products.out.find("widget"), std::string::npos);
+  EXPECT_NE(products.out.find("msm=exact tokens=fp32 gemm=fp32"), std::string::npos)
+      << products.out;
 }
 
 TEST_F(ClientCliTest, EvalReportsAllSevenMetricsAsJson) {

@@ -50,6 +50,34 @@ products:
   EXPECT_FALSE(plain.mask_threshold.has_value());
 }
 
+TEST(ProductConfigTest, LargeBatchKeysAreParsedAndReported) {
+  absl::StatusOr<std::vector<ProductConfig>> products = Parse(R"(
+products:
+  - name: big
+    scoring: {block_budget_mib: 64, approximate_neighbours: 32, token_dtype: bf16,
+              gemm_dtype: fp16}
+  - name: plain
+)");
+  ASSERT_TRUE(products.ok()) << products.status();
+  const ProductConfig& big = (*products)[0];
+  EXPECT_EQ(big.scoring.approximate_neighbours, 32);
+  EXPECT_EQ(big.scoring.token_dtype, "bf16");
+  EXPECT_EQ(big.scoring.gemm_dtype, "fp16");  // Valid here; a CPU server refuses it at load.
+  v1::Product proto;
+  ProductToProto(big, &proto);
+  EXPECT_EQ(proto.scoring().block_budget_mib(), 64);
+  EXPECT_EQ(proto.scoring().approximate_neighbours(), 32u);
+  EXPECT_EQ(proto.scoring().token_dtype(), "bf16");
+  EXPECT_EQ(proto.scoring().gemm_dtype(), "fp16");
+  v1::Product plain;
+  ProductToProto((*products)[1], &plain);
+  EXPECT_EQ(plain.scoring().block_budget_mib(), 512);
+  EXPECT_EQ(plain.scoring().approximate_neighbours(), 0u);
+  EXPECT_EQ(plain.scoring().token_dtype(), "fp32");
+  EXPECT_EQ(plain.scoring().gemm_dtype(), "fp32");
+  EXPECT_FALSE(Parse("products:\n  - name: x\n    scoring: {gemm_dtype: int8}\n").ok());
+}
+
 TEST(ProductConfigTest, MistakesAreErrorsThatSayWhere) {
   struct Case {
     const char* yaml;

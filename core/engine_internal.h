@@ -6,13 +6,13 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
-#include <chrono>
 #include <cstddef>
 #include <memory>
 
 #include "absl/status/status.h"
 #include "core/backbone.h"
 #include "core/musc_engine.h"
+#include "core/stopwatch.h"
 
 namespace musc {
 
@@ -25,21 +25,6 @@ struct MuscEngine::Impl {
 // Blocks until the work queued on t's device up to t is done (a no-op for CPU tensors), so that
 // stage timings on an asynchronous accelerator measure the stage rather than its launch.
 void WaitForDevice(const at::Tensor& t);
-
-class Stopwatch {
- public:
-  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
-  // Seconds since construction or the previous Lap.
-  double Lap() {
-    const auto now = std::chrono::steady_clock::now();
-    const double s = std::chrono::duration<double>(now - start_).count();
-    start_ = now;
-    return s;
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_;
-};
 
 // InvalidArgument naming the image (by its position in the call) when it cannot be scored.
 absl::Status ValidateImage(const ImageView& image, size_t index);

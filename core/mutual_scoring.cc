@@ -10,16 +10,20 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "core/stopwatch.h"
 
 namespace musc {
 namespace {
 
 // Small enough that the reduction reads the GEMM output back from cache (docs/ALGORITHM.md).
 constexpr int64_t kMaxTileBytes = int64_t{8} << 20;
+
+// The similarity tile's share of the block budget: a quarter, at most kMaxTileBytes.
+int64_t TileShare(int64_t budget_bytes) { return std::min(kMaxTileBytes, budget_bytes / 4); }
 
 // Minimum distance between unit vectors from their maximum inner product.
 inline float DistanceFromSimilarity(float similarity) {
@@ -71,7 +75,7 @@ struct Plan {
 // precision (L·C·4 B; 0 for fp32 Z), counted in the tile's share of the budget.
 Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes, int64_t widen_bytes) {
   const int64_t pair_bytes = l * l * static_cast<int64_t>(sizeof(float)) + widen_bytes;
-  const int64_t tile_share = std::min(kMaxTileBytes, budget_bytes / 4);
+  const int64_t tile_share = TileShare(budget_bytes);
   Plan plan;
   // Stacking is limited by the tile's share of the budget as well, so small budgets keep the
   // documented bound.
@@ -84,10 +88,6 @@ Plan MakePlan(int64_t n, int64_t l, int64_t budget_bytes, int64_t widen_bytes) {
   const int64_t row_bytes = l * n * static_cast<int64_t>(sizeof(float));
   plan.resident_images = std::clamp<int64_t>(table_budget / row_bytes, 1, n);
   return plan;
-}
-
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 // Mean of ranks [ranks.begin, ranks.end) of values (reordered in place), in double.
@@ -117,7 +117,7 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
       ComputeIntervalRanks(m_total + 1, options.interval_low, options.interval_high);
   // Per neighbour in flight: its L×L similarities and its gathered fp32 tokens.
   const int64_t pair_bytes = (l * l + l * c) * static_cast<int64_t>(sizeof(float));
-  const int64_t tile_share = std::min(kMaxTileBytes, options.block_budget_bytes / 4);
+  const int64_t tile_share = TileShare(options.block_budget_bytes);
   const int64_t chunk = std::clamp<int64_t>(tile_share / pair_bytes, 1, m_total);
 
   MutualScoringStats stats;
@@ -148,7 +148,7 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
         }
       });
     }
-    const auto selection_start = std::chrono::steady_clock::now();
+    Stopwatch selection;
     at::parallel_for(0, l, 64, [&](int64_t begin, int64_t end) {
       std::vector<float> values(m_total);
       for (int64_t p = begin; p < end; ++p) {
@@ -157,7 +157,7 @@ MutualScoringStats AccumulateApproximate(const at::Tensor& z, const MutualScorin
         accum[i * l + p] += weight * IntervalMean(values, ranks);
       }
     });
-    stats.selection_seconds += SecondsSince(selection_start);
+    stats.selection_seconds += selection.Lap();
   }
   return stats;
 }
@@ -183,8 +183,8 @@ MutualScoringStats AccumulateWithTensorOps(const at::Tensor& z, const MutualScor
   const int64_t pair_bytes = l * l * gemm_elt + (approximate ? l * c * gemm_elt : 0);
   // The 8 MiB cap is for CPU caches; an accelerator wants few, large GEMMs (each launch costs
   // microseconds), so there the tile takes its whole share of the budget.
-  const int64_t tile_share = z.is_cpu() ? std::min(kMaxTileBytes, options.block_budget_bytes / 4)
-                                        : options.block_budget_bytes / 4;
+  const int64_t tile_share =
+      z.is_cpu() ? TileShare(options.block_budget_bytes) : options.block_budget_bytes / 4;
   const int64_t chunk = std::clamp<int64_t>(tile_share / pair_bytes, 1, columns);
   // The stripe's table and its distance and top-k temporaries: ~3 floats per entry.
   const int64_t row_bytes = 3 * l * columns * static_cast<int64_t>(sizeof(float));
@@ -217,7 +217,7 @@ MutualScoringStats AccumulateWithTensorOps(const at::Tensor& z, const MutualScor
         stats.pair_gemms += m;
       }
     }
-    const auto selection_start = std::chrono::steady_clock::now();
+    Stopwatch selection;
     at::Tensor distances = table.mul_(-2.0).add_(2.0).clamp_min_(0.0).sqrt_();
     if (!approximate) {
       // An image is not its own partner: its column sorts last and never reaches the interval.
@@ -230,7 +230,7 @@ MutualScoringStats AccumulateWithTensorOps(const at::Tensor& z, const MutualScor
     const at::Tensor means =
         nearest.narrow(-1, ranks.begin, ranks.end - ranks.begin).to(at::kDouble).mean(-1);
     scores_accum.narrow(0, s0, s1 - s0).add_(means, weight);
-    stats.selection_seconds += SecondsSince(selection_start);
+    stats.selection_seconds += selection.Lap();
   }
   return stats;
 }
@@ -365,7 +365,7 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
       }
     }
     // Interval mean over the N−1 distances of every (i, p) of the stripe.
-    const auto selection_start = std::chrono::steady_clock::now();
+    Stopwatch selection;
     at::parallel_for(s0 * l, s1 * l, 64, [&](int64_t begin, int64_t end) {
       std::vector<float> values(n - 1);
       for (int64_t row = begin; row < end; ++row) {
@@ -376,7 +376,7 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
         accum[row] += weight * IntervalMean(values, ranks);
       }
     });
-    stats.selection_seconds += SecondsSince(selection_start);
+    stats.selection_seconds += selection.Lap();
   }
   return stats;
 }

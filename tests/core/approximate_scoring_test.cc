@@ -25,16 +25,8 @@
 namespace musc {
 namespace {
 
-at::Tensor UnitRows(int64_t n, int64_t l, int64_t c, uint64_t seed) {
-  return naive::NormaliseRows(naive::Randn({n * l, c}, seed))
-      .to(at::kFloat)
-      .view({n, l, c})
-      .contiguous();
-}
-
-double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
-  return at::abs(a.to(at::kDouble) - b.to(at::kDouble)).max().item<double>();
-}
+using naive::MaxAbsDiff;
+using naive::UnitRows;
 
 // Naive approximate MSM in float64: for each (i, p), the distances to the chosen neighbours'
 // nearest patches, sorted, mean of ranks [floor(low·M), floor(high·M)).

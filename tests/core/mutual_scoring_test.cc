@@ -29,13 +29,7 @@ namespace {
 
 constexpr double kTolerance = 1e-5;
 
-// N×L×C random unit rows (float32, contiguous).
-at::Tensor UnitRows(int64_t n, int64_t l, int64_t c, uint64_t seed) {
-  return naive::NormaliseRows(naive::Randn({n * l, c}, seed))
-      .to(at::kFloat)
-      .view({n, l, c})
-      .contiguous();
-}
+using naive::UnitRows;
 
 // A "product": every patch is one of a few prototypes plus a little noise, so every normal patch
 // has close matches in every other image. The prototypes live in the first half of the channels
@@ -145,15 +139,34 @@ struct MsmCase {
 class MutualScoresNaiveTest : public ::testing::TestWithParam<MsmCase> {};
 
 TEST_P(MutualScoresNaiveTest, MatchesNaive) {
+  // Both implementations: the blocked CPU path and the tensor-op path accelerators take.
   const MsmCase mc = GetParam();
   const at::Tensor z = UnitRows(mc.n, mc.l, mc.c, 1000 + mc.n * 31 + mc.l);
-  MutualScoringOptions options;
-  options.interval_low = mc.low;
-  options.interval_high = mc.high;
-  const at::Tensor got = MutualScores(z, options);
-  ASSERT_EQ(got.sizes(), (at::IntArrayRef{mc.n, mc.l}));
-  EXPECT_EQ(got.scalar_type(), at::kDouble);
-  EXPECT_LT(naive::MaxAbsDiff(got, naive::MutualScores(z, mc.low, mc.high)), kTolerance);
+  const at::Tensor expected = naive::MutualScores(z, mc.low, mc.high);
+  for (const bool tensor_path : {false, true}) {
+    SCOPED_TRACE(tensor_path ? "tensor-op path" : "blocked path");
+    MutualScoringOptions options;
+    options.interval_low = mc.low;
+    options.interval_high = mc.high;
+    options.force_tensor_path = tensor_path;
+    const at::Tensor got = MutualScores(z, options);
+    ASSERT_EQ(got.sizes(), (at::IntArrayRef{mc.n, mc.l}));
+    EXPECT_EQ(got.scalar_type(), at::kDouble);
+    EXPECT_LT(naive::MaxAbsDiff(got, expected), kTolerance);
+  }
+}
+
+TEST_P(MutualScoresNaiveTest, ApproximateTensorPathMatchesTheBlockedPath) {
+  const MsmCase mc = GetParam();
+  if (mc.n < 4) GTEST_SKIP() << "approximate mode needs M < N-1";
+  const at::Tensor z = UnitRows(mc.n, mc.l, mc.c, 900 + mc.n);
+  MutualScoringOptions blocked;
+  blocked.interval_low = mc.low;
+  blocked.interval_high = mc.high;
+  blocked.approximate_neighbours = mc.n / 2;
+  MutualScoringOptions tensor_ops = blocked;
+  tensor_ops.force_tensor_path = true;
+  EXPECT_LT(naive::MaxAbsDiff(MutualScores(z, tensor_ops), MutualScores(z, blocked)), kTolerance);
 }
 
 TEST_P(MutualScoresNaiveTest, MatchesNaiveOnAggregatedFeatures) {

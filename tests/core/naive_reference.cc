@@ -345,6 +345,10 @@ at::Tensor Randn(at::IntArrayRef shape, uint64_t seed) {
   return at::randn(shape, gen, at::kFloat);
 }
 
+at::Tensor UnitRows(int64_t n, int64_t l, int64_t c, uint64_t seed) {
+  return NormaliseRows(Randn({n * l, c}, seed)).to(at::kFloat).view({n, l, c}).contiguous();
+}
+
 double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.sizes() == b.sizes(), "MaxAbsDiff: shapes differ: ", a.sizes(), " vs ", b.sizes());
   if (a.numel() == 0) return 0.0;

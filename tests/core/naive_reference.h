@@ -76,6 +76,8 @@ at::Tensor NormaliseRows(const at::Tensor& rows);
 // and the largest absolute element-wise difference of two tensors of equal shape (in float64).
 at::Tensor Randn(at::IntArrayRef shape, uint64_t seed);
 double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b);
+// N×L×C random unit rows (float32, contiguous): Z as MSM receives it.
+at::Tensor UnitRows(int64_t n, int64_t l, int64_t c, uint64_t seed);
 
 }  // namespace naive
 }  // namespace musc

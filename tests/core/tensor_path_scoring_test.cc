@@ -1,6 +1,7 @@
-// The tensor-op MSM path — the one every accelerator tensor takes — run on CPU tensors and held
-// to the same float64 definition as the blocked CPU path: exact and approximate, one stripe and
-// many, and the rounding its half-precision GEMMs add. No GPU is needed to check its logic; only
+// The tensor-op MSM path — the one every accelerator tensor takes — run on CPU tensors: one stripe
+// and many, the rounding its half-precision GEMMs add, and its option checks. Its agreement with
+// the float64 definition (exact) and with the blocked path (approximate) over the shape table is
+// in mutual_scoring_test.cc (MutualScoresNaiveTest). No GPU is needed to check its logic; only
 // the device transfer itself is left to bench/gpu_check.sh.
 #include <ATen/ops/mm.h>
 #include <ATen/ops/ones.h>
@@ -16,12 +17,7 @@
 namespace musc {
 namespace {
 
-at::Tensor UnitRows(int64_t n, int64_t l, int64_t c, uint64_t seed) {
-  return naive::NormaliseRows(naive::Randn({n * l, c}, seed))
-      .to(at::kFloat)
-      .view({n, l, c})
-      .contiguous();
-}
+using naive::UnitRows;
 
 at::Tensor Scores(const at::Tensor& z, const MutualScoringOptions& options,
                   MutualScoringStats* stats = nullptr) {
@@ -30,42 +26,6 @@ at::Tensor Scores(const at::Tensor& z, const MutualScoringOptions& options,
   if (stats != nullptr) *stats = s;
   return scores;
 }
-
-struct TensorPathCase {
-  int64_t n, l, c;
-  double low, high;
-};
-
-class TensorPathTest : public ::testing::TestWithParam<TensorPathCase> {};
-
-TEST_P(TensorPathTest, ExactMatchesNaive) {
-  const TensorPathCase tc = GetParam();
-  const at::Tensor z = UnitRows(tc.n, tc.l, tc.c, 500 + tc.n * 7 + tc.l);
-  MutualScoringOptions options;
-  options.interval_low = tc.low;
-  options.interval_high = tc.high;
-  options.force_tensor_path = true;
-  EXPECT_LT(naive::MaxAbsDiff(Scores(z, options), naive::MutualScores(z, tc.low, tc.high)), 1e-5);
-}
-
-TEST_P(TensorPathTest, ApproximateMatchesTheBlockedPath) {
-  const TensorPathCase tc = GetParam();
-  if (tc.n < 4) GTEST_SKIP() << "approximate mode needs M < N-1";
-  const at::Tensor z = UnitRows(tc.n, tc.l, tc.c, 900 + tc.n);
-  MutualScoringOptions blocked;
-  blocked.interval_low = tc.low;
-  blocked.interval_high = tc.high;
-  blocked.approximate_neighbours = tc.n / 2;
-  MutualScoringOptions tensor_ops = blocked;
-  tensor_ops.force_tensor_path = true;
-  EXPECT_LT(naive::MaxAbsDiff(Scores(z, tensor_ops), Scores(z, blocked)), 1e-5);
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, TensorPathTest,
-                         ::testing::Values(TensorPathCase{2, 5, 8, 0.0, 0.3},
-                                           TensorPathCase{7, 9, 16, 0.0, 0.3},
-                                           TensorPathCase{12, 16, 24, 0.1, 0.6},
-                                           TensorPathCase{20, 6, 32, 0.0, 1.0}));
 
 TEST(TensorPathBudgetTest, StripesDoNotChangeResults) {
   const at::Tensor z = UnitRows(24, 36, 16, 77);

@@ -9,7 +9,7 @@
 #include <opencv2/imgproc.hpp>
 #include <vector>
 
-#include "client/metrics.h"
+#include "eval/metrics.h"
 
 namespace musc {
 namespace {

@@ -8,8 +8,8 @@
 #include <opencv2/imgproc.hpp>
 #include <vector>
 
-#include "client/metrics.h"
 #include "core/line_scorer.h"
+#include "eval/metrics.h"
 
 namespace musc {
 namespace {

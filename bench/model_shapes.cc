@@ -7,9 +7,9 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "core/backbone.h"
-#include "core/backbone_registry.h"
-#include "core/model_registry.h"
+#include "core/backbones/backbone.h"
+#include "core/backbones/backbone_registry.h"
+#include "core/backbones/model_registry.h"
 
 namespace musc {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/musc_engine.h"
+#include "core/engine_types.h"
 
 namespace musc {
 

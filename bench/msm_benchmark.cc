@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "bench/model_shapes.h"
 #include "bench/process_memory.h"
-#include "core/model_registry.h"
-#include "core/mutual_scoring.h"
+#include "core/backbones/model_registry.h"
+#include "core/musc/mutual_scoring.h"
 #include "core/thread_config.h"
 
 namespace musc {

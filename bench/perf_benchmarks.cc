@@ -14,11 +14,11 @@
 
 #include "bench/model_shapes.h"
 #include "bench/process_memory.h"
-#include "core/backbone_registry.h"
-#include "core/model_registry.h"
-#include "core/mutual_scoring.h"
+#include "core/backbones/backbone_registry.h"
+#include "core/backbones/model_registry.h"
+#include "core/backbones/vision_transformer.h"
+#include "core/musc/mutual_scoring.h"
 #include "core/thread_config.h"
-#include "core/vision_transformer.h"
 
 namespace musc {
 namespace {

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/line_replay.h"
 #include "client/map_codec.h"
-#include "client/metrics.h"
+#include "eval/metrics.h"
 
 namespace musc {
 namespace {

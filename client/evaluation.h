@@ -7,8 +7,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "client/dataset.h"
 #include "client/musc_client.h"
+#include "eval/dataset.h"
 
 namespace musc {
 

@@ -39,8 +39,8 @@
 #include "client/evaluation.h"
 #include "client/line_replay.h"
 #include "client/map_codec.h"
-#include "client/metrics.h"
 #include "client/musc_client.h"
+#include "eval/metrics.h"
 
 namespace musc {
 namespace {

@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "absl/status/status.h"
-#include "core/backbone.h"
+#include "core/backbones/backbone.h"
 #include "core/musc_engine.h"
 #include "core/stopwatch.h"
 

@@ -13,11 +13,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/anomaly_map.h"
+#include "core/backbones/preprocess.h"
 #include "core/engine_internal.h"
-#include "core/lnamd.h"
-#include "core/mutual_scoring.h"
-#include "core/preprocess.h"
+#include "core/musc/anomaly_map.h"
+#include "core/musc/lnamd.h"
+#include "core/musc/mutual_scoring.h"
 
 namespace musc {
 

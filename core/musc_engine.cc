@@ -20,14 +20,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/anomaly_map.h"
-#include "core/backbone_registry.h"
+#include "core/backbones/backbone_registry.h"
+#include "core/backbones/model_registry.h"
+#include "core/backbones/preprocess.h"
 #include "core/engine_internal.h"
-#include "core/lnamd.h"
-#include "core/model_registry.h"
-#include "core/mutual_scoring.h"
-#include "core/preprocess.h"
-#include "core/rscin.h"
+#include "core/musc/anomaly_map.h"
+#include "core/musc/lnamd.h"
+#include "core/musc/mutual_scoring.h"
+#include "core/musc/rscin.h"
 #include "core/thread_config.h"
 
 namespace musc {

@@ -10,7 +10,7 @@
 
 namespace musc {
 
-// core/model_registry.h: the paper's default backbone.
+// core/backbones/model_registry.h: the paper's default backbone.
 const char* DefaultBackboneModel() { return "clip-vit-l-14-336"; }
 
 // MUSC_MODEL_NAMES: the name column of core/models.tsv, which tests/core checks against the

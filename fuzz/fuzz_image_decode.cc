@@ -1,6 +1,6 @@
-// libFuzzer target: the decode path every uploaded image takes (server/image_decoder.h: header
-// checks, then OpenCV). Beyond "no crash, no leak, no UB", it checks what the service relies on:
-// every refusal is INVALID_ARGUMENT, and an accepted image is non-empty, of a documented type,
+// libFuzzer target: the decode path every uploaded image takes (server/images/image_decoder.h:
+// header checks, then OpenCV). Beyond "no crash, no leak, no UB", it checks what the service relies
+// on: every refusal is INVALID_ARGUMENT, and an accepted image is non-empty, of a documented type,
 // within the limits, with the dimensions its header declares.
 #include <cstddef>
 #include <cstdint>
@@ -9,8 +9,8 @@
 #include <opencv2/core/utils/logger.hpp>
 #include <string_view>
 
-#include "server/image_decoder.h"
-#include "server/image_header.h"
+#include "server/images/image_decoder.h"
+#include "server/images/image_header.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
-// libFuzzer target: the safetensors header parser (core/safetensors_format.h), which decides
-// whether a downloaded checkpoint can be read before any tensor is allocated. The input is the
-// whole file. Beyond "no crash, no leak, no UB", an accepted header must survive a round trip
+// libFuzzer target: the safetensors header parser (core/formats/safetensors_format.h), which
+// decides whether a downloaded checkpoint can be read before any tensor is allocated. The input is
+// the whole file. Beyond "no crash, no leak, no UB", an accepted header must survive a round trip
 // through the writer: what the reader accepts, the writer can write and the reader read back.
 #include <cstddef>
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include <string_view>
 #include <tuple>
 
-#include "core/safetensors_format.h"
+#include "core/formats/safetensors_format.h"
 
 namespace {
 

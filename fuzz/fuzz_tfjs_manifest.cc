@@ -1,5 +1,5 @@
-// libFuzzer target: the TensorFlow.js model reader (core/tfjs_manifest.h): model.json, then the
-// shard files its weightsManifest names. The input is model.json, optionally followed by a NUL
+// libFuzzer target: the TensorFlow.js model reader (core/formats/tfjs_manifest.h): model.json, then
+// the shard files its weightsManifest names. The input is model.json, optionally followed by a NUL
 // byte and the bytes of shard "group1-shard1of1", then another NUL and "group2-shard1of1"
 // (the seed corpus uses these names); the shards are written to a private temporary directory.
 #include <unistd.h>
@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/tfjs_manifest.h"
+#include "core/formats/tfjs_manifest.h"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #
 #   scripts/fetch-weights.sh NAME [DEST]
 #
-# NAME: a model of core/models.tsv (the registry; tests check it against core/model_registry.cc).
+# NAME: a model of core/models.tsv (the registry; tests check it against core/backbones/model_registry.cc).
 # DEST: the weights directory, default $MUSC_WEIGHTS_DIR or ~/.cache/musc-serve/weights. Pass the
 #       same directory as the backbone's weights path (musc-bench --weights, product configs).
 #

@@ -23,15 +23,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/musc_engine.h"
-#include "server/auth.h"
+#include "server/batch/scheduler.h"
+#include "server/batch/session_manager.h"
 #include "server/engine_pool.h"
-#include "server/line_runner.h"
+#include "server/line/line_runner.h"
 #include "server/log.h"
-#include "server/musc_service.h"
-#include "server/scheduler.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/musc_service.h"
 #include "server/server_metrics.h"
-#include "server/session_manager.h"
-#include "server/spool.h"
+#include "server/store/spool.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address host:port (port 0 picks a free port; see --port_file)");

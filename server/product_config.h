@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/musc_engine.h"
+#include "core/engine_types.h"
 #include "musc/v1/musc_service.pb.h"
-#include "server/decision_policy.h"
+#include "server/results/decision_policy.h"
 
 namespace musc {
 

@@ -25,7 +25,7 @@
 
 #include "absl/status/status.h"
 #include "musc/v1/musc_service.pb.h"
-#include "server/decision_policy.h"
+#include "server/results/decision_policy.h"
 
 namespace musc {
 

@@ -22,11 +22,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/backbone.h"
-#include "core/backbone_registry.h"
-#include "core/preprocess.h"
-#include "core/vision_transformer.h"
-#include "tests/core/naive_reference.h"
+#include "core/backbones/backbone.h"
+#include "core/backbones/backbone_registry.h"
+#include "core/backbones/preprocess.h"
+#include "core/backbones/vision_transformer.h"
+#include "tests/core/musc/naive_reference.h"
 
 namespace musc {
 namespace {

@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/product_config.h"
-#include "tests/base/image_bytes.h"
+#include "tests/server/images/image_bytes.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
 #include "tests/test_support.h"

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/musc_engine.h"
+
 namespace musc {
 namespace {
 

@@ -22,7 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
-#include "server/auth.h"
+#include "server/rpc/auth.h"
 #include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"

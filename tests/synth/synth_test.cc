@@ -1,4 +1,4 @@
-#include "client/synth.h"
+#include "synth/synth.h"
 
 #include <gtest/gtest.h>
 

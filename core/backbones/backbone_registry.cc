@@ -1,0 +1,80 @@
+#include "core/backbones/backbone_registry.h"
+
+#include <c10/util/Exception.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/backbones/checkpoint_io.h"
+#include "core/backbones/darknet_tiny.h"
+#include "core/backbones/model_registry.h"
+#include "core/backbones/vision_transformer.h"
+#include "core/backbones/vit_weight_names.h"
+
+namespace musc {
+namespace {
+
+absl::Status WithModel(const std::string& model, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(model, ": ", status.message()));
+}
+
+// Reads the vision tower of `path` in whichever naming it uses, as canonical weights.
+absl::StatusOr<TensorMap> LoadVitWeights(const ModelSpec& spec, const VitConfig& config,
+                                         const std::string& path) {
+  // CLIP files also hold a text tower as large as a ViT-B; every CLIP vision-tower name starts
+  // with "vis" (visual., visual_projection, vision_model.), so only those are converted.
+  const bool clip = config.family == VitFamily::kOpenAiClip;
+  absl::StatusOr<TensorMap> tensors = ReadCheckpoint(path, clip ? "vis" : "");
+  if (!tensors.ok()) return WithModel(spec.name, tensors.status());
+  absl::StatusOr<CanonicalVitWeights> canonical = CanonicalizeVitCheckpoint(*tensors, config);
+  if (!canonical.ok() && clip) {
+    // A prefixed state_dict ("module.visual.…"): read everything and look again.
+    tensors = ReadCheckpoint(path);
+    if (!tensors.ok()) return WithModel(spec.name, tensors.status());
+    canonical = CanonicalizeVitCheckpoint(*tensors, config);
+  }
+  if (!canonical.ok()) {
+    return WithModel(spec.name,
+                     absl::Status(canonical.status().code(),
+                                  absl::StrCat(path, ": ", canonical.status().message())));
+  }
+  return std::move(canonical->weights);
+}
+
+}  // namespace
+
+std::vector<std::string> RegisteredModels() {
+  std::vector<std::string> names;
+  for (const ModelSpec& s : ModelRegistry()) names.push_back(s.name);
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<Backbone>> CreateBackbone(const BackboneOptions& options) {
+  const ModelSpec* spec = FindModel(options.model);
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown backbone model '", options.model,
+                     "'; known: ", absl::StrJoin(RegisteredModels(), ", ")));
+  }
+  if (spec->kind == BackboneKind::kDarknetTiny) return CreateDarknetTinyBackbone(options);
+
+  absl::StatusOr<VitConfig> config = ResolveVitConfig(*spec, options);
+  if (!config.ok()) return config.status();
+  try {
+    TensorMap weights;
+    if (spec->random_weights || options.random_weights) {
+      weights = RandomVitWeights(*config, options.seed);
+    } else {
+      absl::StatusOr<std::string> path = ResolveWeightsFile(*spec, options.weights_path);
+      if (!path.ok()) return path.status();
+      absl::StatusOr<TensorMap> loaded = LoadVitWeights(*spec, *config, *path);
+      if (!loaded.ok()) return loaded.status();
+      weights = std::move(*loaded);
+    }
+    return std::unique_ptr<Backbone>(new VisionTransformer(
+        options.model, *config, std::move(weights), PreprocessOf(*spec, config->input_size)));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(e.what_without_backtrace());
+  }
+}
+
+}  // namespace musc

@@ -12,25 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/musc_engine.h"
+#include "server/yaml_keys.h"
 
 namespace musc {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Reports the first key of `node` not in `allowed`.
-absl::Status CheckKeys(const YAML::Node& node, const std::set<std::string>& allowed,
-                       const std::string& where) {
-  if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
-  for (const auto& entry : node) {
-    const std::string key = entry.first.as<std::string>();
-    if (allowed.count(key) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": unknown key '", key, "' (allowed: ", absl::StrJoin(allowed, ", "), ")"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<v1::MapEncoding> ParseEncoding(const std::string& text, const std::string& where) {
   const std::string t = absl::AsciiStrToLower(text);

@@ -1,16 +1,16 @@
 #include "server/images/image_assembler.h"
 
-#include <chrono>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/images/measured_decode.h"
+#include "server/server_metrics.h"
 
 namespace musc {
+namespace {
 
-v1::ImageAck ImageAssembler::Reject(const std::string& id, absl::StatusCode code,
-                                    const std::string& message) {
-  if (ServerMetrics* metrics = manager_->metrics(); metrics != nullptr && !product_.empty()) {
-    metrics->ImageRejected(product_, code);
-  }
+// A refusal built without counting it: DecodeMeasured has counted it already.
+v1::ImageAck RefusalAck(const std::string& id, absl::StatusCode code, const std::string& message) {
   v1::ImageAck ack;
   ack.set_client_image_id(id);
   ack.set_accepted(false);
@@ -19,10 +19,26 @@ v1::ImageAck ImageAssembler::Reject(const std::string& id, absl::StatusCode code
   return ack;
 }
 
+}  // namespace
+
+v1::ImageAck AcceptedAck(const std::string& id, uint32_t index, int width, int height) {
+  v1::ImageAck ack;
+  ack.set_client_image_id(id);
+  ack.set_accepted(true);
+  ack.set_index(index);
+  ack.set_width(static_cast<uint32_t>(width));
+  ack.set_height(static_cast<uint32_t>(height));
+  return ack;
+}
+
+v1::ImageAck ImageAssembler::Refuse(const std::string& id, absl::StatusCode code,
+                                    const std::string& message) {
+  if (metrics_ != nullptr && !product_.empty()) metrics_->ImageRejected(product_, code);
+  return RefusalAck(id, code, message);
+}
+
 void ImageAssembler::CountReceived(int64_t encoded_bytes) {
-  if (ServerMetrics* metrics = manager_->metrics(); metrics != nullptr && !product_.empty()) {
-    metrics->ImageReceived(product_, encoded_bytes);
-  }
+  if (metrics_ != nullptr && !product_.empty()) metrics_->ImageReceived(product_, encoded_bytes);
 }
 
 void ImageAssembler::Reset() {
@@ -34,21 +50,22 @@ void ImageAssembler::Reset() {
   image_bytes_ = 0;
 }
 
-std::vector<v1::ImageAck> ImageAssembler::Feed(const v1::AddImagesRequest& chunk,
-                                               Session& session) {
-  std::vector<v1::ImageAck> acks;
-  product_ = session.product().name;
+std::vector<AssemblerOutput> ImageAssembler::Feed(const v1::AddImagesRequest& chunk,
+                                                  const std::string& product) {
+  std::vector<AssemblerOutput> completed;
+  product_ = product;
   if (chunk.client_image_id().empty()) {
     CountReceived(static_cast<int64_t>(chunk.data().size()));
-    acks.push_back(Reject("", absl::StatusCode::kInvalidArgument,
-                          "client_image_id is required on every chunk"));
-    return acks;
+    completed.push_back(Refuse("", absl::StatusCode::kInvalidArgument,
+                               "client_image_id is required on every chunk"));
+    return completed;
   }
   if (!current_id_.empty() && chunk.client_image_id() != current_id_) {
     CountReceived(image_bytes_);
-    acks.push_back(Reject(current_id_, absl::StatusCode::kInvalidArgument,
-                          absl::StrCat("image '", current_id_, "' ended without last_chunk (a new ",
-                                       "image id started)")));
+    completed.push_back(
+        Refuse(current_id_, absl::StatusCode::kInvalidArgument,
+               absl::StrCat("image '", current_id_,
+                            "' ended without last_chunk (a new image id started)")));
     Reset();
   }
   if (current_id_.empty()) {
@@ -66,64 +83,45 @@ std::vector<v1::ImageAck> ImageAssembler::Feed(const v1::AddImagesRequest& chunk
       buffer_.append(chunk.data());
     }
   }
-  if (chunk.last_chunk()) acks.push_back(Complete(session));
-  return acks;
+  if (chunk.last_chunk()) completed.push_back(Complete());
+  return completed;
 }
 
-std::vector<v1::ImageAck> ImageAssembler::Finish() {
-  std::vector<v1::ImageAck> acks;
+std::vector<AssemblerOutput> ImageAssembler::Finish() {
+  std::vector<AssemblerOutput> completed;
   if (!current_id_.empty()) {
     CountReceived(image_bytes_);
-    acks.push_back(
-        Reject(current_id_, absl::StatusCode::kInvalidArgument,
+    completed.push_back(
+        Refuse(current_id_, absl::StatusCode::kInvalidArgument,
                absl::StrCat("stream ended before the last chunk of image '", current_id_, "'")));
     Reset();
   }
-  return acks;
+  return completed;
 }
 
-v1::ImageAck ImageAssembler::Complete(Session& session) {
+AssemblerOutput ImageAssembler::Complete() {
   const std::string id = current_id_;
   CountReceived(image_bytes_);
   if (oversized_) {
     Reset();
-    return Reject(
+    return Refuse(
         id, absl::StatusCode::kInvalidArgument,
         absl::StrCat("image '", id, "' is larger than the limit of ", limits_.max_bytes, " bytes"));
   }
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<DecodedImage> decoded = DecodeImage(buffer_, limits_);
-  const double decode_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (ServerMetrics* metrics = manager_->metrics(); metrics != nullptr) {
-    metrics->ImageDecoded(product_, decode_seconds);
-  }
+  AssembledImage image;
+  absl::StatusOr<DecodedImage> decoded =
+      DecodeMeasured(buffer_, limits_, id, product_, metrics_, &image.decode_seconds);
   if (!decoded.ok()) {
     Reset();
-    return Reject(id, decoded.status().code(),
-                  absl::StrCat("image '", id, "': ", decoded.status().message()));
+    return RefusalAck(id, decoded.status().code(), std::string(decoded.status().message()));
   }
-  SessionImage image;
   image.client_id = id;
   image.pixels = std::move(decoded->pixels);
   image.metadata = std::move(metadata_);
   image.encoded_bytes = static_cast<int64_t>(buffer_.size());
-  image.decode_seconds = decode_seconds;
-  image.encoded = std::move(buffer_);  // For the spool; the session drops it once stored.
-  const int width = image.pixels.cols;
-  const int height = image.pixels.rows;
+  image.encoded = std::move(buffer_);
   Reset();
-  absl::StatusOr<uint32_t> index = manager_->AddImage(session, std::move(image));
-  if (!index.ok()) {
-    return Reject(id, index.status().code(), std::string(index.status().message()));
-  }
-  v1::ImageAck ack;
-  ack.set_client_image_id(id);
-  ack.set_accepted(true);
-  ack.set_index(*index);
-  ack.set_width(static_cast<uint32_t>(width));
-  ack.set_height(static_cast<uint32_t>(height));
-  return ack;
+  return image;
 }
 
 }  // namespace musc

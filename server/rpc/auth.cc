@@ -5,15 +5,16 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iterator>
 #include <map>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
+#include "server/yaml_keys.h"
 
 namespace musc {
 namespace {
@@ -115,12 +116,7 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(
     // Either a list of entries or {tokens: [entries]}.
     YAML::Node list = root;
     if (root.IsMap()) {
-      for (const auto& kv : root) {
-        if (kv.first.as<std::string>() != "tokens") {
-          return absl::InvalidArgumentError(absl::StrCat(
-              source_name, ": unknown key '", kv.first.as<std::string>(), "' (expected 'tokens')"));
-        }
-      }
+      MUSC_RETURN_IF_ERROR(CheckKeys(root, {"tokens"}, source_name, "expected 'tokens'"));
       list = root["tokens"];
     }
     if (!list || !list.IsSequence() || list.size() == 0) {
@@ -143,13 +139,9 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(
         }
         where = absl::StrCat(where, " ('", entry.principal.name, "')");
       }
-      for (const auto& kv : node) {
-        const std::string key = kv.first.as<std::string>();
-        if (key != "name" && key != "sha256" && key != "products" && key != "role") {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, ": unknown key '", key, "' (allowed: name, sha256, products, role)"));
-        }
-      }
+      // The hint lists the keys in the order the documentation gives them.
+      MUSC_RETURN_IF_ERROR(CheckKeys(node, {"name", "sha256", "products", "role"}, where,
+                                     "allowed: name, sha256, products, role"));
       if (!node["name"]) return absl::InvalidArgumentError(where + ": missing 'name'");
       if (!names.insert(entry.principal.name).second) {
         return absl::InvalidArgumentError(where + ": duplicate name");
@@ -171,8 +163,9 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(
       }
       if (!node["role"]) return absl::InvalidArgumentError(where + ": missing 'role'");
       absl::StatusOr<Role> role = ParseRole(node["role"].as<std::string>());
-      if (!role.ok())
+      if (!role.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": ", role.status().message()));
+      }
       entry.principal.role = *role;
       std::vector<std::string> products;
       if (node["products"]) {
@@ -219,11 +212,9 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::LoadFile(
     const std::string& path, const std::vector<std::string>& known_products) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read tokens file ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return Parse(text.str(), path, known_products);
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("cannot read tokens file ", path));
+  return Parse(*text, path, known_products);
 }
 
 absl::StatusOr<Principal> Authenticator::Authenticate(

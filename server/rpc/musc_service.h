@@ -9,6 +9,7 @@
 #include "server/images/image_decoder.h"
 #include "server/line/line_runner.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/call_context.h"
 
 namespace musc {
 
@@ -68,6 +69,11 @@ class MuscServiceImpl final : public v1::MuscService::CallbackService {
                                        v1::ScoreImageResponse* response) override;
 
  private:
+  // CallContext::Enter with this service's sessions (null until activated) and authenticator.
+  absl::StatusOr<CallContext> Enter(const grpc::CallbackServerContext& context) const {
+    return CallContext::Enter(sessions_.load(), guards_.authenticator, context);
+  }
+
   // Null until activated; once set never changes.
   std::atomic<SessionManager*> sessions_{nullptr};
   std::atomic<const LineRunners*> lines_{nullptr};

@@ -20,7 +20,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_io.h"
 #include "client/musc_client.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
@@ -128,13 +128,6 @@ bool Accepts(int port) {
   return ok;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // nginx as a gRPC proxy in front of `upstreams`, configured by deploy/nginx/musc-nginx.conf.
 class NginxProxy {
  public:
@@ -154,8 +147,9 @@ class NginxProxy {
   ~NginxProxy() { Stop(); }
 
   std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
-  std::string ErrorLog() const { return ReadFile(dir_.Path("error.log")); }
-  std::string AccessLog() const { return ReadFile(dir_.Path("access.log")); }
+  // Empty while nginx has not written them.
+  std::string ErrorLog() const { return ReadFileToString(dir_.Path("error.log")).value_or(""); }
+  std::string AccessLog() const { return ReadFileToString(dir_.Path("access.log")).value_or(""); }
 
  private:
   NginxProxy() = default;
@@ -164,11 +158,12 @@ class NginxProxy {
   // http-context part is deploy/nginx/musc-nginx.conf itself, with the test's replica addresses
   // (each on the file's first `server host:port …;` line's terms) and listen address.
   bool WriteConfig(const std::vector<std::string>& upstreams) {
-    std::ifstream in(DeployedConfigPath());
-    if (!in) {
-      ADD_FAILURE() << "cannot read " << DeployedConfigPath();
+    const absl::StatusOr<std::string> deployed = ReadFileToString(DeployedConfigPath());
+    if (!deployed.ok()) {
+      ADD_FAILURE() << "cannot read " << DeployedConfigPath() << ": " << deployed.status();
       return false;
     }
+    std::istringstream in(*deployed);
     const std::regex replica_line(R"(^(\s*server\s+)\S+:\d+(\s[^;]*)?;.*$)");
     const std::regex listen_line(R"(^\s*listen\s[^;]*;.*$)");
     std::string fragment;
@@ -245,8 +240,8 @@ http {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {  // Port taken, or a config error.
         pid_ = -1;
-        std::cerr << "nginx exited during start-up: " << ReadFile(dir_.Path("stderr.log"))
-                  << ErrorLog() << "\n";
+        std::cerr << "nginx exited during start-up: "
+                  << ReadFileToString(dir_.Path("stderr.log")).value_or("") << ErrorLog() << "\n";
         return false;
       }
       if (Accepts(port_)) return true;

@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/file_io.h"
 #include "tests/server/http_get.h"
 #include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
@@ -205,12 +206,7 @@ class PrometheusProcess {
     return false;
   }
 
-  std::string ReadLog() const {
-    std::ifstream in(log_);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
+  std::string ReadLog() const { return ReadFileToString(log_).value_or(""); }
 
  private:
   pid_t pid_ = -1;
@@ -446,9 +442,9 @@ TEST_F(MetricsTest, RealPrometheusScrapesTheServerAndSeesTheSession) {
 TEST_F(MetricsTest, EveryDashboardExpressionParsesEvaluatesAndNamesExportedMetrics) {
   const fs::path dashboard_path =
       fs::path(MUSC_SOURCE_DIR) / "deploy" / "grafana" / "dashboards" / "musc-serve.json";
-  std::ifstream in(dashboard_path);
-  ASSERT_TRUE(in.good()) << dashboard_path;
-  const nlohmann::json dashboard = nlohmann::json::parse(in);
+  const absl::StatusOr<std::string> dashboard_text = ReadFileToString(dashboard_path.string());
+  ASSERT_TRUE(dashboard_text.ok()) << dashboard_text.status();
+  const nlohmann::json dashboard = nlohmann::json::parse(*dashboard_text);
   const std::vector<std::string> exprs = DashboardExpressions(dashboard);
   ASSERT_GE(exprs.size(), 8u) << "the dashboard should have panels for every area";
 

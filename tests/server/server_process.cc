@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
+#include "base/file_io.h"
 #include "tests/server/http_get.h"
 
 namespace musc::testing {
@@ -141,11 +141,6 @@ std::string ServerProcess::ScrapeMetrics() const {
   return response.status == 200 ? response.body : "";
 }
 
-std::string ServerProcess::ReadLog() const {
-  std::ifstream in(log_path_);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+std::string ServerProcess::ReadLog() const { return ReadFileToString(log_path_).value_or(""); }
 
 }  // namespace musc::testing

@@ -1,5 +1,5 @@
 // Builds musc-server from a ServerConfig, serves until SIGTERM or SIGINT, and shuts down in the
-// order that lets running work finish (docs/ARCHITECTURE.md).
+// order that lets running work finish.
 #ifndef MUSC_SERVER_SERVER_ASSEMBLY_H_
 #define MUSC_SERVER_SERVER_ASSEMBLY_H_
 

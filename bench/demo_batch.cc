@@ -9,6 +9,7 @@
 #include <opencv2/imgproc.hpp>
 #include <vector>
 
+#include "eval/evaluation.h"
 #include "eval/metrics.h"
 
 namespace musc {
@@ -137,8 +138,8 @@ int RunDemoBatch(const DemoOptions& options) {
                 static_cast<size_t>(std::count(labels.begin(), labels.end(), true)));
   }
 
-  // Pixel AUROC as MUSC-SPEC §7 defines it: masks (any value > 0 is defect) resized to S×S
-  // bilinearly, values below 1 counted as normal; images without a mask are all normal.
+  // Pixel AUROC over the masks at the model size (eval/evaluation.h); a mask that cannot be
+  // decoded counts as all normal here, as an image without one does.
   if (!scores->maps.empty()) {
     const int s = static_cast<int>(scores->map_size);
     std::vector<double> pixel_scores;
@@ -146,19 +147,12 @@ int RunDemoBatch(const DemoOptions& options) {
     pixel_scores.reserve(images.size() * static_cast<size_t>(s) * s);
     pixel_labels.reserve(pixel_scores.capacity());
     for (size_t i = 0; i < images.size(); ++i) {
-      cv::Mat truth = cv::Mat::zeros(s, s, CV_32F);
-      if (!images[i].mask_path.empty()) {
-        const cv::Mat mask = cv::imread(images[i].mask_path, cv::IMREAD_GRAYSCALE);
-        if (!mask.empty()) {
-          cv::Mat binary = mask > 0;  // 0 / 255
-          binary.convertTo(binary, CV_32F, 1.0 / 255.0);
-          cv::resize(binary, truth, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
-        }
-      }
+      absl::StatusOr<std::vector<uint8_t>> truth = MaskAtModelSize(images[i].mask_path, s);
+      if (!truth.ok()) truth = std::vector<uint8_t>(static_cast<size_t>(s) * s, 0);
       const float* map = scores->maps.data() + i * static_cast<size_t>(s) * s;
       for (int k = 0; k < s * s; ++k) {
         pixel_scores.push_back(map[k]);
-        pixel_labels.push_back(truth.at<float>(k / s, k % s) >= 1.0f);
+        pixel_labels.push_back((*truth)[k] != 0);
       }
     }
     const absl::StatusOr<double> pixel_auroc = Auroc(pixel_scores, pixel_labels);

@@ -1,5 +1,5 @@
-// `musc-client eval`: scores a labelled test split through a server and computes the paper's
-// metrics (MUSC-SPEC §7).
+// `musc-client eval`: scores a labelled test split through a server (in batches, or through line
+// mode) and reports the paper's metrics (MUSC-SPEC §7), which eval/evaluation.h computes.
 #ifndef MUSC_CLIENT_EVALUATION_H_
 #define MUSC_CLIENT_EVALUATION_H_
 
@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "client/musc_client.h"
 #include "eval/dataset.h"
+#include "eval/evaluation.h"
 
 namespace musc {
 
@@ -20,22 +21,6 @@ struct EvaluationOptions {
   // shuffled order fixed by the seed (0: the set's order). The product must have line mode.
   bool line_mode = false;
   uint64_t shuffle_seed = 1;
-};
-
-struct EvaluationReport {
-  double image_auroc = 0, image_ap = 0, image_f1max = 0;
-  double pixel_auroc = 0, pixel_ap = 0, pixel_f1max = 0, pro = 0;
-  bool has_pixel_metrics = false;  // False when the set has no masks.
-  int64_t n_images = 0;
-  int64_t map_size = 0;
-  double seconds = 0;  // Wall time from the first upload to the last result.
-  // The product's label-free decisions against the labels (images with decided=true only),
-  // next to the oracle: image_f1max is the best F1 any threshold reaches with the labels.
-  bool has_decisions = false;
-  int64_t decided_images = 0;
-  double decision_precision = 0, decision_recall = 0, decision_f1 = 0;
-  // Line mode: per-image latency from send to answer, warm-up images excluded.
-  double line_latency_p50 = 0, line_latency_p99 = 0;
 };
 
 absl::StatusOr<EvaluationReport> Evaluate(MuscClient& client, const EvalSet& set,

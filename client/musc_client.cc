@@ -1,14 +1,14 @@
 #include "client/musc_client.h"
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace musc {
@@ -58,12 +58,13 @@ absl::Status FromGrpcCall(const grpc::Status& status) {
 
 namespace {
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& what, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// The message names the file by its role: "cannot read client key PATH".
+absl::StatusOr<std::string> ReadCredentialFile(const std::string& what, const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("cannot read ", what, " ", path));
+  }
+  return text;
 }
 
 }  // namespace
@@ -75,25 +76,19 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsChannelCredentials(
   }
   grpc::SslCredentialsOptions options;
   if (!files.ca.empty()) {
-    absl::StatusOr<std::string> pem = ReadWholeFile("CA file", files.ca);
-    if (!pem.ok()) return pem.status();
-    options.pem_root_certs = *std::move(pem);
+    MUSC_ASSIGN_OR_RETURN(options.pem_root_certs, ReadCredentialFile("CA file", files.ca));
   }
   if (!files.cert.empty()) {
-    absl::StatusOr<std::string> pem = ReadWholeFile("client certificate", files.cert);
-    if (!pem.ok()) return pem.status();
-    options.pem_cert_chain = *std::move(pem);
-    pem = ReadWholeFile("client key", files.key);
-    if (!pem.ok()) return pem.status();
-    options.pem_private_key = *std::move(pem);
+    MUSC_ASSIGN_OR_RETURN(options.pem_cert_chain,
+                          ReadCredentialFile("client certificate", files.cert));
+    MUSC_ASSIGN_OR_RETURN(options.pem_private_key, ReadCredentialFile("client key", files.key));
   }
   return grpc::SslCredentials(options);
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadWholeFile("token file", path);
-  if (!text.ok()) return text.status();
-  const std::string token(absl::StripAsciiWhitespace(*text));
+  MUSC_ASSIGN_OR_RETURN(const std::string text, ReadCredentialFile("token file", path));
+  const std::string token(absl::StripAsciiWhitespace(text));
   // The token itself is never part of a message.
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
@@ -148,10 +143,9 @@ absl::Status MuscClient::WithRetries(const std::string& product, Call call) {
 absl::StatusOr<std::vector<v1::Product>> MuscClient::ListProducts() {
   v1::ListProductsResponse response;
   // Any replica knows every product: no product header, so a proxy may pick any.
-  absl::Status s = WithRetries("", [&](grpc::ClientContext* c) {
+  MUSC_RETURN_IF_ERROR(WithRetries("", [&](grpc::ClientContext* c) {
     return stub_->ListProducts(c, v1::ListProductsRequest(), &response);
-  });
-  if (!s.ok()) return s;
+  }));
   return std::vector<v1::Product>(response.products().begin(), response.products().end());
 }
 
@@ -159,9 +153,8 @@ absl::StatusOr<v1::Product> MuscClient::GetProduct(const std::string& name) {
   v1::GetProductRequest request;
   request.set_name(name);
   v1::Product response;
-  absl::Status s = WithRetries(
-      name, [&](grpc::ClientContext* c) { return stub_->GetProduct(c, request, &response); });
-  if (!s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(WithRetries(
+      name, [&](grpc::ClientContext* c) { return stub_->GetProduct(c, request, &response); }));
   return response;
 }
 
@@ -177,16 +170,14 @@ absl::StatusOr<v1::ScoreImageResponse> MuscClient::ScoreImage(const std::string&
   v1::ScoreImageResponse response;
   // The first images of a line wait for the warm-up batch: allow the stream deadline.
   std::unique_ptr<grpc::ClientContext> context = NewContext(options_.stream_deadline, product);
-  absl::Status s = FromGrpcCall(stub_->ScoreImage(context.get(), request, &response));
-  if (!s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(FromGrpcCall(stub_->ScoreImage(context.get(), request, &response)));
   return response;
 }
 
 absl::StatusOr<v1::Session> MuscClient::CreateSession(const v1::CreateSessionRequest& request) {
   v1::Session response;
   std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline, request.product());
-  absl::Status s = FromGrpcCall(stub_->CreateSession(context.get(), request, &response));
-  if (!s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(FromGrpcCall(stub_->CreateSession(context.get(), request, &response)));
   return response;
 }
 
@@ -222,8 +213,7 @@ absl::StatusOr<std::vector<v1::ImageAck>> MuscClient::AddImages(
   v1::ImageAck ack;
   while (stream->Read(&ack)) acks.push_back(ack);
   writer.join();
-  absl::Status s = FromGrpcCall(stream->Finish());
-  if (!s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(FromGrpcCall(stream->Finish()));
   return acks;
 }
 
@@ -232,10 +222,9 @@ absl::StatusOr<v1::Session> MuscClient::SealSession(const std::string& session_i
   request.set_session_id(session_id);
   v1::Session response;
   // Sealing is idempotent on the server, so a retry is safe.
-  absl::Status s = WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
+  MUSC_RETURN_IF_ERROR(WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
     return stub_->SealSession(c, request, &response);
-  });
-  if (!s.ok()) return s;
+  }));
   return response;
 }
 
@@ -243,10 +232,9 @@ absl::StatusOr<v1::Session> MuscClient::CancelSession(const std::string& session
   v1::CancelSessionRequest request;
   request.set_session_id(session_id);
   v1::Session response;
-  absl::Status s = WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
+  MUSC_RETURN_IF_ERROR(WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
     return stub_->CancelSession(c, request, &response);
-  });
-  if (!s.ok()) return s;
+  }));
   return response;
 }
 
@@ -254,10 +242,9 @@ absl::StatusOr<v1::Session> MuscClient::GetSession(const std::string& session_id
   v1::GetSessionRequest request;
   request.set_session_id(session_id);
   v1::Session response;
-  absl::Status s = WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
+  MUSC_RETURN_IF_ERROR(WithRetries(ProductOfSessionId(session_id), [&](grpc::ClientContext* c) {
     return stub_->GetSession(c, request, &response);
-  });
-  if (!s.ok()) return s;
+  }));
   return response;
 }
 
@@ -267,9 +254,8 @@ absl::StatusOr<std::vector<v1::Session>> MuscClient::ListSessions(
   request.set_product(product);
   for (v1::SessionState s : states) request.add_states(s);
   v1::ListSessionsResponse response;
-  absl::Status s = WithRetries(
-      product, [&](grpc::ClientContext* c) { return stub_->ListSessions(c, request, &response); });
-  if (!s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(WithRetries(
+      product, [&](grpc::ClientContext* c) { return stub_->ListSessions(c, request, &response); }));
   return std::vector<v1::Session>(response.sessions().begin(), response.sessions().end());
 }
 
@@ -308,8 +294,7 @@ absl::StatusOr<bool> MuscClient::IsServing(const std::string& service) {
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
   std::unique_ptr<grpc::ClientContext> context = NewContext(options_.deadline, "");
-  absl::Status s = FromGrpc(health->Check(context.get(), request, &response));
-  if (!s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(FromGrpc(health->Check(context.get(), request, &response)));
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 

@@ -22,7 +22,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -31,11 +30,12 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
 #include "client/evaluation.h"
 #include "client/line_replay.h"
 #include "client/map_codec.h"
@@ -72,11 +72,10 @@ std::vector<fs::path> ExpandImages(const std::vector<std::string>& inputs) {
   return files;
 }
 
+// An unreadable file is sent as 0 bytes, which the server rejects ("image is empty") by name.
 std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  absl::StatusOr<std::string> bytes = ReadFileToString(p.string());
+  return bytes.ok() ? *std::move(bytes) : std::string();
 }
 
 // A unique, readable id per file: its path relative to the common input root.
@@ -587,15 +586,10 @@ absl::StatusOr<ClientOptions> ClientOptionsFrom(const SecurityFlags& flags) {
   ClientOptions options;
   if (flags.tls || !flags.tls_files.ca.empty() || !flags.tls_files.cert.empty() ||
       !flags.tls_files.key.empty()) {
-    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-        TlsChannelCredentials(flags.tls_files);
-    if (!credentials.ok()) return credentials.status();
-    options.credentials = *std::move(credentials);
+    MUSC_ASSIGN_OR_RETURN(options.credentials, TlsChannelCredentials(flags.tls_files));
   }
   if (!flags.token_file.empty()) {
-    absl::StatusOr<std::string> token = ReadTokenFile(flags.token_file);
-    if (!token.ok()) return token.status();
-    options.bearer_token = *std::move(token);
+    MUSC_ASSIGN_OR_RETURN(options.bearer_token, ReadTokenFile(flags.token_file));
   } else if (const char* env = std::getenv("MUSC_TOKEN"); env != nullptr) {
     options.bearer_token = std::string(absl::StripAsciiWhitespace(env));
   }

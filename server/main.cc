@@ -1,37 +1,17 @@
-// musc-server: the MuSc batch-session gRPC service.
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <prometheus/exposer.h>
-#include <signal.h>
-
-#include <chrono>
+// musc-server: the MuSc batch-session gRPC service. This file owns the command line (the flags,
+// their defaults and --help); server/server_assembly.cc builds and runs the server.
+#include <cstdint>
 #include <cstdio>
-#include <fstream>
-#include <limits>
-#include <memory>
-#include <set>
-#include <sstream>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "core/musc_engine.h"
-#include "server/batch/scheduler.h"
-#include "server/batch/session_manager.h"
-#include "server/engine_pool.h"
-#include "server/line/line_runner.h"
 #include "server/log.h"
-#include "server/rpc/auth.h"
-#include "server/rpc/musc_service.h"
-#include "server/server_metrics.h"
-#include "server/store/spool.h"
+#include "server/server_assembly.h"
+#include "server/server_config.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "gRPC listen address host:port (port 0 picks a free port; see --port_file)");
@@ -86,95 +66,38 @@ ABSL_FLAG(int64_t, max_message_bytes, int64_t{16} << 20,
 namespace musc {
 namespace {
 
-std::chrono::milliseconds Millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+ServerConfig ConfigFromFlags() {
+  ServerConfig config;
+  config.products_file = absl::GetFlag(FLAGS_products);
+  config.spool_dir = absl::GetFlag(FLAGS_spool_dir);
+  config.grpc.address = absl::GetFlag(FLAGS_listen);
+  config.grpc.port_file = absl::GetFlag(FLAGS_port_file);
+  config.grpc.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  config.metrics.address = absl::GetFlag(FLAGS_metrics_listen);
+  config.metrics.port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  config.security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  config.security.tls_key = absl::GetFlag(FLAGS_tls_key);
+  config.security.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  config.security.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  config.scoring.workers = absl::GetFlag(FLAGS_workers);
+  config.scoring.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  config.scoring.threads = absl::GetFlag(FLAGS_threads);
+  config.scoring.backbone_batch = absl::GetFlag(FLAGS_backbone_batch);
+  config.scoring.device = absl::GetFlag(FLAGS_device);
+  config.limits.max_image_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  config.limits.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  config.limits.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes);
+  config.limits.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  config.limits.max_sessions_per_product = absl::GetFlag(FLAGS_max_sessions_per_product);
+  config.limits.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  config.lifetimes.session_idle_ttl = absl::GetFlag(FLAGS_session_idle_ttl);
+  config.lifetimes.result_retention = absl::GetFlag(FLAGS_result_retention);
+  config.lifetimes.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  return config;
 }
 
-// Written to a temporary name and renamed, so a reader never sees a partial number.
-void WritePortFile(const std::string& path, int port) {
-  if (path.empty()) return;
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp) << port << "\n";
-  std::rename(tmp.c_str(), path.c_str());
-}
-
-absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  if (text.str().find("-----BEGIN ") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not PEM"));
-  }
-  return text.str();
-}
-
-// Insecure credentials, or TLS from --tls_cert/--tls_key (and mutual TLS with --tls_client_ca).
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
-  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key = absl::GetFlag(FLAGS_tls_key);
-  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
-  if (cert.empty() != key.empty()) {
-    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
-  }
-  if (cert.empty()) {
-    if (!client_ca.empty()) {
-      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
-    }
-    return grpc::InsecureServerCredentials();
-  }
-  grpc::SslServerCredentialsOptions options;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  absl::StatusOr<std::string> pem = ReadPemFile("tls_cert", cert);
-  if (!pem.ok()) return pem.status();
-  pair.cert_chain = *std::move(pem);
-  pem = ReadPemFile("tls_key", key);
-  if (!pem.ok()) return pem.status();
-  pair.private_key = *std::move(pem);
-  options.pem_key_cert_pairs.push_back(std::move(pair));
-  if (client_ca.empty()) {
-    options.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-  } else {
-    pem = ReadPemFile("tls_client_ca", client_ca);
-    if (!pem.ok()) return pem.status();
-    options.pem_root_certs = *std::move(pem);
-    // Verified against the CA, including the validity period: no, expired or foreign
-    // certificates fail the handshake before any call is made.
-    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-  }
-  return grpc::SslServerCredentials(options);
-}
-
-// Whether host:port names a loopback interface only (where plaintext without tokens is fine).
-bool IsLoopbackAddress(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
-}
-
-// Serves ServerMetrics on its own HTTP port. Null when disabled by an empty address.
-absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsEndpoint(
-    const std::string& address, const ServerMetrics& metrics, int* port) {
-  *port = 0;
-  if (address.empty()) return nullptr;
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    // Two threads: Prometheus scrapes rarely, and each thread holds a 1 MiB stack.
-    exposer = std::make_unique<prometheus::Exposer>(address, 2);
-  } catch (const std::exception& e) {  // civetweb reports bind failures by throwing.
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
-  }
-  exposer->RegisterCollectable(metrics.registry());
-  exposer->RegisterCollectable(metrics.live_collector());
-  const std::vector<int> ports = exposer->GetListeningPorts();
-  if (!ports.empty()) *port = ports.front();
-  return exposer;
-}
-
+// The flags that make the command line unusable are refused (exit code 2) before anything starts;
+// RunServer checks the rest as it builds the server.
 int Run() {
   if (!SetLogLevel(absl::GetFlag(FLAGS_log_level))) {
     std::fprintf(stderr, "musc-server: --log_level must be debug, info, warning or error\n");
@@ -184,214 +107,7 @@ int Run() {
     std::fprintf(stderr, "musc-server: --products is required (see --help)\n");
     return 2;
   }
-  // Termination signals are taken by a dedicated thread (sigwait), so they must be blocked
-  // before any other thread starts and inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // Past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which the spool reports like
-  // a full disk, instead of the signal killing the server.
-  signal(SIGXFSZ, SIG_IGN);
-
-  absl::StatusOr<std::vector<ProductConfig>> products =
-      LoadProductsFile(absl::GetFlag(FLAGS_products));
-  if (!products.ok()) {
-    LogError(products.status().ToString());
-    return 1;
-  }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      ServerCredentialsFromFlags();
-  if (!credentials.ok()) {
-    LogError(credentials.status().ToString());
-    return 2;
-  }
-  std::unique_ptr<Authenticator> authenticator;
-  if (!absl::GetFlag(FLAGS_auth_tokens).empty()) {
-    std::vector<std::string> names;
-    for (const ProductConfig& p : *products) names.push_back(p.name);
-    absl::StatusOr<std::unique_ptr<Authenticator>> loaded =
-        Authenticator::LoadFile(absl::GetFlag(FLAGS_auth_tokens), names);
-    if (!loaded.ok()) {
-      LogError(loaded.status().ToString());
-      return 1;
-    }
-    authenticator = *std::move(loaded);
-    LogInfo(absl::StrCat("authentication on: ", authenticator->size(), " token(s)"));
-  }
-  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
-  if (!IsLoopbackAddress(absl::GetFlag(FLAGS_listen)) && (!tls || authenticator == nullptr)) {
-    LogWarning(absl::StrCat("listening on ", absl::GetFlag(FLAGS_listen), " without ",
-                            !tls && authenticator == nullptr ? "TLS or tokens"
-                            : !tls                           ? "TLS"
-                                                             : "tokens",
-                            ": anyone who can reach this port can ",
-                            authenticator == nullptr ? "use every product" : "read the traffic",
-                            "; fine only on a trusted network (docs/SECURITY.md)"));
-  }
-  const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  if (max_message_bytes < 1024 || max_message_bytes > std::numeric_limits<int>::max()) {
-    LogError("--max_message_bytes must be between 1024 and 2^31-1");
-    return 2;
-  }
-
-  DecodeLimits limits;
-  limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
-  limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
-
-  // Listen first, answering health checks with NOT_SERVING (and calls with UNAVAILABLE) while the
-  // backbones load: orchestrators see a live process that is not ready yet.
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  ServiceGuards guards;
-  guards.authenticator = authenticator.get();
-  guards.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
-  MuscServiceImpl service(limits, guards);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &port);
-  builder.RegisterService(&service);
-  // Images arrive in chunks; a message holds at most one chunk plus framing.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    LogError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
-    return 1;
-  }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(false);
-  LogInfo(absl::StrCat("listening on port ", port,
-                       !tls                                         ? " (plaintext"
-                       : absl::GetFlag(FLAGS_tls_client_ca).empty() ? " (TLS"
-                                                                    : " (mutual TLS",
-                       ", NOT_SERVING while loading)"));
-  WritePortFile(absl::GetFlag(FLAGS_port_file), port);
-
-  // Metrics are up while the backbones load, so a slow start is visible on dashboards.
-  ServerMetrics metrics;
-  int metrics_port = 0;
-  absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer =
-      StartMetricsEndpoint(absl::GetFlag(FLAGS_metrics_listen), metrics, &metrics_port);
-  if (!exposer.ok()) {
-    LogError(exposer.status().ToString());
-    server->Shutdown();
-    return 1;
-  }
-  if (*exposer != nullptr) {
-    LogInfo(absl::StrCat("metrics on port ", metrics_port, " (/metrics)"));
-    WritePortFile(absl::GetFlag(FLAGS_metrics_port_file), metrics_port);
-  }
-
-  // Before the backbones load: a spool that cannot be written stops the start at once.
-  std::unique_ptr<Spool> spool;
-  if (!absl::GetFlag(FLAGS_spool_dir).empty()) {
-    absl::StatusOr<std::unique_ptr<Spool>> opened =
-        Spool::Open(absl::GetFlag(FLAGS_spool_dir), limits, &metrics);
-    if (!opened.ok()) {
-      LogError(opened.status().ToString());
-      server->Shutdown();
-      return 1;
-    }
-    spool = *std::move(opened);
-  }
-
-  EnginePoolOptions pool_options;
-  pool_options.intra_op_threads = absl::GetFlag(FLAGS_threads);
-  pool_options.backbone_batch_size = absl::GetFlag(FLAGS_backbone_batch);
-  pool_options.device = absl::GetFlag(FLAGS_device);
-  const auto load_start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::unique_ptr<EnginePool>> engines = EnginePool::Load(*products, pool_options);
-  if (!engines.ok()) {
-    LogError(engines.status().ToString());
-    server->Shutdown();
-    return 1;
-  }
-  LogInfo(absl::StrCat(
-      "loaded ", products->size(), " product(s) in ",
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(), " s"));
-
-  SchedulerOptions scheduler_options;
-  scheduler_options.workers = absl::GetFlag(FLAGS_workers);
-  scheduler_options.queue_capacity = static_cast<size_t>(absl::GetFlag(FLAGS_queue_capacity));
-  Scheduler scheduler(engines->get(), scheduler_options, &metrics);
-
-  SessionManagerOptions session_options;
-  session_options.idle_ttl = Millis(absl::GetFlag(FLAGS_session_idle_ttl));
-  session_options.retention = Millis(absl::GetFlag(FLAGS_result_retention));
-  session_options.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes);
-  session_options.max_sessions = static_cast<size_t>(absl::GetFlag(FLAGS_max_sessions));
-  session_options.max_sessions_per_product =
-      static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_sessions_per_product)));
-  session_options.spool = spool.get();
-  SessionManager sessions(*products, &scheduler, session_options, &metrics);
-  // Before SERVING: a client that reconnects finds its sessions as it left them.
-  if (spool != nullptr) {
-    if (absl::Status s = RecoverSessions(*spool, sessions, scheduler, &metrics); !s.ok()) {
-      LogError(s.ToString());
-      server->Shutdown();
-      return 1;
-    }
-  }
-
-  std::set<std::string> backbones;
-  for (const auto& [model, seconds] : (*engines)->load_seconds()) {
-    metrics.SetBackboneLoadSeconds(model, seconds);
-    backbones.insert(model);
-  }
-  BuildInfo build;
-  build.version = MUSC_VERSION;
-  build.backbones = absl::StrJoin(backbones, ",");
-  build.libtorch_version = LibTorchVersion();
-  build.threads = absl::GetFlag(FLAGS_threads) > 0
-                      ? absl::GetFlag(FLAGS_threads)
-                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  metrics.SetBuildInfo(build);
-  metrics.SetLiveSource([&scheduler, &sessions] {
-    LiveGauges live;
-    live.queue_depth = scheduler.queued();
-    live.queue_capacity = scheduler.capacity();
-    live.running_batches = scheduler.running();
-    live.sessions = sessions.CountByState();
-    return live;
-  });
-
-  // Line-mode products each get a runner (their own bank and scoring thread).
-  LineRunners lines;
-  for (const ProductConfig& product : sessions.products()) {
-    if (!product.line) continue;
-    const std::string spool = absl::GetFlag(FLAGS_spool_dir);
-    absl::StatusOr<std::unique_ptr<LineRunner>> runner = LineRunner::Create(
-        &product, (*engines)->ForProduct(product.name), &metrics,
-        spool.empty() ? "" : absl::StrCat(spool, "/lines/", product.name), limits);
-    if (!runner.ok()) {
-      LogError(absl::StrCat("product '", product.name, "': ", runner.status().ToString()));
-      server->Shutdown();
-      return 1;
-    }
-    lines[product.name] = *std::move(runner);
-  }
-
-  service.Activate(&sessions, &lines);
-  health->SetServingStatus(true);
-  LogInfo(absl::StrCat("SERVING on port ", port));
-
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  LogInfo(absl::StrCat("received signal ", signal_number, "; shutting down gracefully"));
-  health->SetServingStatus(false);
-  sessions.StopAccepting();
-  const int abandoned = scheduler.Drain(Millis(absl::GetFlag(FLAGS_shutdown_grace)));
-  if (abandoned > 0) LogWarning(absl::StrCat(abandoned, " queued batch(es) were not scored"));
-  // Line images still queued are answered UNAVAILABLE (they never joined a bank: safe to resend).
-  // Before the gRPC server shuts down, so no answer reaches a call that is already gone.
-  lines.clear();
-  // Give open result streams a moment to deliver what has just finished, then cut the rest.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  // The scheduler and sessions are destroyed before the metrics endpoint: stop reading them.
-  metrics.SetLiveSource(nullptr);
-  LogInfo("stopped");
-  return 0;
+  return RunServer(ConfigFromFlags());
 }
 
 }  // namespace

@@ -44,11 +44,9 @@ using std::chrono::milliseconds;
 
 constexpr char kNginx[] = "/usr/sbin/nginx";
 
-// The production config this test runs (found from this file: CMake compiles with full paths).
+// The production config this test runs, in the checkout the tests were built from.
 std::string DeployedConfigPath() {
-  return (std::filesystem::path(__FILE__).parent_path() / "../../deploy/nginx/musc-nginx.conf")
-      .lexically_normal()
-      .string();
+  return std::string(MUSC_SOURCE_DIR) + "/deploy/nginx/musc-nginx.conf";
 }
 
 // Many products so that, whatever ports the replicas got (nginx's hash ring is built from the

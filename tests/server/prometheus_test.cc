@@ -336,7 +336,15 @@ TEST_F(MetricsTest, CountersAndHistogramsMoveByExactlyWhatASessionDid) {
   ASSERT_FALSE(before.empty());
   std::unique_ptr<MuscClient> client = server_->Connect();
   const Workload w = RunSession(*client);
-  const std::map<std::string, double> after = ParseExposition(server_->ScrapeMetrics());
+  // The worker lowers its running-batch gauge just after the session turns DONE, so a scrape
+  // right after the last result may still see it: poll (with a deadline) until it settles.
+  std::map<std::string, double> after = ParseExposition(server_->ScrapeMetrics());
+  for (const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       (after.count("musc_running_batches") == 0 || after.at("musc_running_batches") != 0) &&
+       std::chrono::steady_clock::now() < deadline;
+       after = ParseExposition(server_->ScrapeMetrics())) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   auto moved = [&](const std::string& key) {
     const auto b = before.find(key);
     const auto a = after.find(key);

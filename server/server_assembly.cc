@@ -31,6 +31,7 @@
 #include "server/rpc/auth.h"
 #include "server/rpc/musc_service.h"
 #include "server/server_metrics.h"
+#include "server/store/recovery.h"
 #include "server/store/spool.h"
 
 namespace musc {

@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/results/map_encoder.h"
-#include "server/store/spool.h"
+#include "base/status_macros.h"
+#include "server/results/result_builder.h"
 
 namespace musc {
 namespace {
@@ -34,6 +34,41 @@ Session::Session(std::string id, const ProductConfig* product, SealPolicyConfig 
       metrics_(metrics),
       last_activity_(create_time_) {}
 
+std::shared_ptr<Session> Session::Restore(const SessionRecord& record, const ProductConfig* product,
+                                          std::vector<SessionImage> images,
+                                          std::vector<SessionResult> results, SessionStore* store,
+                                          ServerMetrics* metrics) {
+  auto session = std::make_shared<Session>(record.id, product, record.seal_policy, record.labels,
+                                           metrics, record.create_time);
+  for (const SessionImage& image : images) {
+    session->client_ids_.insert(image.client_id);
+    session->total_bytes_ += image.encoded_bytes;
+  }
+  session->images_ = std::move(images);
+  session->state_ = record.state;
+  session->error_ = record.error;
+  session->small_batch_ = record.small_batch;
+  session->seal_time_ = record.seal_time;
+  session->start_time_ = record.start_time;
+  session->finish_time_ = record.finish_time;
+  session->results_ = std::move(results);
+  session->timings_ = record.timings;
+  session->last_activity_ = Clock::now();
+  session->store_ = store;
+  return session;
+}
+
+absl::Status Session::StoreIn(SessionStore* store) {
+  SessionRecord record;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    record = RecordLocked();
+  }
+  MUSC_RETURN_IF_ERROR(store->CreateSession(record));
+  store_ = store;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint32_t> Session::AddImage(SessionImage image, int64_t max_session_bytes,
                                            bool* reached_seal_count) {
   *reached_seal_count = false;
@@ -61,11 +96,9 @@ absl::StatusOr<uint32_t> Session::AddImage(SessionImage image, int64_t max_sessi
   image.index = static_cast<uint32_t>(images_.size());
   image.width = image.pixels.cols;
   image.height = image.pixels.rows;
-  // Durable before it is counted (and so before it is acknowledged): an image the spool refuses
+  // Durable before it is counted (and so before it is acknowledged): an image the store refuses
   // was never accepted.
-  if (spool_ != nullptr) {
-    if (absl::Status s = spool_->AppendImage(*this, image); !s.ok()) return s;
-  }
+  if (store_ != nullptr) MUSC_RETURN_IF_ERROR(store_->AppendImage(id_, image));
   std::string().swap(image.encoded);  // Decoded pixels are what scoring needs.
   total_bytes_ += image.encoded_bytes;
   client_ids_.insert(image.client_id);
@@ -111,7 +144,7 @@ void Session::Unseal() {
     if (state_ != v1::SEALED) return;
     state_ = v1::OPEN;
     seal_time_ = {};
-    // If this write fails the spool still says SEALED: a restart queues the batch, which is safe.
+    // If this write fails the store still says SEALED: a restart queues the batch, which is safe.
     PersistLocked().IgnoreError();
   }
   NotifyWatchers();
@@ -163,10 +196,10 @@ void Session::SetProgress(const std::string& stage, uint32_t done, uint32_t tota
 void Session::Complete(std::vector<SessionResult> results, const v1::StageTimings& timings,
                        bool small_batch) {
   // Results first and outside the lock (maps can be large): the record says DONE only once they
-  // are on disk. If they cannot be written the spool still says SEALED and a restart rescores.
+  // are on disk. If they cannot be written the store still says SEALED and a restart rescores.
   bool results_stored = false;
-  if (spool_ != nullptr && !results.empty() && state() == v1::RUNNING) {
-    results_stored = spool_->WriteResults(id_, results).ok();
+  if (store_ != nullptr && !results.empty() && state() == v1::RUNNING) {
+    results_stored = store_->WriteResults(id_, results).ok();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -200,8 +233,26 @@ void Session::Fail(const std::string& error, bool persist) {
   NotifyWatchers();
 }
 
+SessionRecord Session::RecordLocked() const {
+  SessionRecord record;
+  record.id = id_;
+  record.product = product_->name;
+  record.seal_policy = policy_;
+  record.labels = labels_;
+  record.state = state_;
+  record.error = error_;
+  record.create_time = create_time_;
+  record.seal_time = seal_time_;
+  record.start_time = start_time_;
+  record.finish_time = finish_time_;
+  record.image_count = images_.size();
+  record.small_batch = small_batch_;
+  record.timings = timings_;
+  return record;
+}
+
 absl::Status Session::PersistLocked() {
-  return spool_ == nullptr ? absl::OkStatus() : spool_->UpdateState(*this);
+  return store_ == nullptr ? absl::OkStatus() : store_->UpdateState(RecordLocked());
 }
 
 void Session::CountFinishedLocked() {
@@ -290,8 +341,8 @@ Session::Snapshot Session::snapshot() const {
 }
 
 absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options, v1::ImageResult* out) {
-  // Results and images are immutable once the session is DONE, so the copy-free encode below
-  // runs outside the lock on data that cannot change.
+  // Results and images are immutable once the session is DONE, so the result is built outside
+  // the lock (the map encoding is the slow part) from data that cannot change.
   const SessionResult* result;
   const SessionImage* image;
   {
@@ -301,33 +352,17 @@ absl::Status Session::BuildResult(size_t k, const v1::MapOptions& options, v1::I
     image = &images_[result->index];
     NoteServedLocked(k);
   }
-  out->set_client_image_id(image->client_id);
-  out->set_index(result->index);
-  out->set_raw_score(result->raw_score);
-  out->set_final_score(result->final_score);
-  for (const auto& [key, value] : image->metadata) (*out->mutable_metadata())[key] = value;
-  v1::MapEncoding encoding = options.encoding() == v1::MAP_ENCODING_UNSPECIFIED
-                                 ? product_->map_encoding
-                                 : options.encoding();
-  const bool has_policy = product_->decision.image.kind != ThresholdKind::kNone ||
-                          product_->decision.mask.kind != ThresholdKind::kNone;
-  if (has_policy) DecisionToProto(result->decision, out->mutable_decision());
-  // The request's mask threshold, else the product's fixed one, else the policy's.
-  std::optional<float> threshold = product_->mask_threshold;
-  if (!threshold) threshold = result->decision.mask_threshold;
-  if (options.has_mask_threshold()) threshold = options.mask_threshold();
-  if (result->map.empty()) return absl::OkStatus();
-  const bool native = options.model_resolution();
-  const auto start = std::chrono::steady_clock::now();
-  absl::Status encoded =
-      EncodeMap(result->map, native ? result->map.cols : image->width,
-                native ? result->map.rows : image->height, encoding, threshold, out);
-  if (metrics_ != nullptr) {
-    metrics_->MapEncoded(
-        product_->name,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return encoded;
+  ScoredImage scored;
+  scored.client_id = &image->client_id;
+  scored.index = result->index;
+  scored.raw_score = result->raw_score;
+  scored.final_score = result->final_score;
+  scored.metadata = &image->metadata;
+  scored.decision = &result->decision;
+  scored.map = result->map;
+  scored.width = image->width;
+  scored.height = image->height;
+  return BuildImageResult(*product_, scored, options, metrics_, out);
 }
 
 void Session::AddWatcher(std::weak_ptr<SessionWatcher> watcher) {

@@ -1,5 +1,11 @@
 // One batch session: its images, state machine, results and the streams watching it.
 // Thread-safe; every method may be called from any thread.
+//
+// States: OPEN → SEALED → RUNNING → DONE | FAILED | CANCELLED (SEALED may go back to OPEN when the
+// queue refuses it; OPEN, SEALED and RUNNING may be CANCELLED, SEALED and RUNNING may FAIL).
+// With a store (StoreIn), every change is handed to it as values — an accepted image, or the
+// session's record (server/store/session_record.h) built under the session's lock — before the
+// change is acknowledged; the store never sees the Session itself.
 #ifndef MUSC_SERVER_BATCH_SESSION_H_
 #define MUSC_SERVER_BATCH_SESSION_H_
 
@@ -9,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <opencv2/core.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,33 +24,10 @@
 #include "musc/v1/musc_service.pb.h"
 #include "server/product_config.h"
 #include "server/server_metrics.h"
+#include "server/store/session_record.h"
+#include "server/store/session_store.h"
 
 namespace musc {
-
-using Clock = std::chrono::system_clock;
-
-class Spool;
-
-struct SessionImage {
-  std::string client_id;
-  uint32_t index = 0;
-  cv::Mat pixels;  // Decoded RGB or grey, 8/16-bit; released once the session is final.
-  int width = 0;   // Original size, kept after the pixels are released.
-  int height = 0;
-  std::map<std::string, std::string> metadata;
-  int64_t encoded_bytes = 0;
-  double decode_seconds = 0;
-  std::string encoded;  // The bytes as received, until the spool has stored them.
-};
-
-// The scores of one image, kept raw so each stream can encode maps the way it asks for.
-struct SessionResult {
-  uint32_t index = 0;
-  float raw_score = 0;
-  float final_score = 0;
-  cv::Mat map;        // CV_32FC1, S×S (empty when maps were not kept).
-  Decision decision;  // From the product's decision policy (decided=false when it has none).
-};
 
 // Receives a call whenever the session changed (new result, progress, state).
 class SessionWatcher {
@@ -61,9 +43,22 @@ class Session {
   Session(std::string id, const ProductConfig* product, SealPolicyConfig policy,
           std::map<std::string, std::string> labels, ServerMetrics* metrics = nullptr,
           Clock::time_point create_time = {});
-  // Every later change is written to `spool` before it is acknowledged; null: no persistence.
-  // Set before the session is shared; the spool must outlive the session.
-  void AttachSpool(Spool* spool) { spool_ = spool; }
+
+  // A session read back from a store at start (server/store/recovery.cc applies the restart's
+  // rules to `record` first): its state, error, timestamps, timings and flags as `record` says,
+  // `images` (with pixels where it will be scored), `results` (DONE). Its idle timer restarts
+  // now: the downtime was not the client's idleness. Later changes go to `store` (may be null),
+  // which must outlive the session; `product` is record.product's configuration.
+  static std::shared_ptr<Session> Restore(const SessionRecord& record, const ProductConfig* product,
+                                          std::vector<SessionImage> images,
+                                          std::vector<SessionResult> results, SessionStore* store,
+                                          ServerMetrics* metrics = nullptr);
+
+  // Creates the session in `store` (its first record, OPEN) and from then on hands every change
+  // to it before the change is acknowledged. Call once, before the session is shared; the store
+  // must outlive the session. On error the session stays without a store (its creation is
+  // refused, so it is dropped).
+  absl::Status StoreIn(SessionStore* store);
 
   const std::string& id() const { return id_; }
   const ProductConfig& product() const { return *product_; }
@@ -86,10 +81,10 @@ class Session {
   void SetProgress(const std::string& stage, uint32_t done, uint32_t total);
   void Complete(std::vector<SessionResult> results, const v1::StageTimings& timings,
                 bool small_batch);
-  // `persist` false: FAILED in memory only, the spool keeps the session SEALED (a shutdown that
+  // `persist` false: FAILED in memory only, the store keeps the session SEALED (a shutdown that
   // abandons a queued batch: the next start on the same spool scores it).
   void Fail(const std::string& error, bool persist = true);
-  bool persistent() const { return spool_ != nullptr; }
+  bool persistent() const { return store_ != nullptr; }
   bool cancelled() const;
   // The images, for scoring (the session must be RUNNING: images no longer change).
   const std::vector<SessionImage>& images_for_scoring() const { return images_; }
@@ -113,16 +108,17 @@ class Session {
     uint64_t progress_version;
   };
   Snapshot snapshot() const;
-  // Builds the ImageResult for results()[k] with the given map options, for a stream about to
-  // send it (the first time each result is served feeds the seal-to-result latency metrics).
+  // Builds the ImageResult for results()[k] with the given map options (BuildImageResult,
+  // server/results/result_builder.h), for a stream about to send it (the first time each result
+  // is served feeds the seal-to-result latency metrics).
   absl::Status BuildResult(size_t k, const v1::MapOptions& options, v1::ImageResult* out);
 
   void AddWatcher(std::weak_ptr<SessionWatcher> watcher);
 
  private:
-  friend class Spool;  // Writes the session's state and reads recovered sessions back.
-
-  // Writes the record after a state change (mu_ held); OK without a spool.
+  // The record of the session as it is now (mu_ held).
+  SessionRecord RecordLocked() const;
+  // Hands the record to the store after a state change (mu_ held); OK without a store.
   absl::Status PersistLocked();
   void NotifyWatchers();
   void ReleasePixelsLocked();  // Final sessions keep scores, not images.
@@ -135,7 +131,7 @@ class Session {
   const std::map<std::string, std::string> labels_;
   const Clock::time_point create_time_;
   ServerMetrics* const metrics_;
-  Spool* spool_ = nullptr;
+  SessionStore* store_ = nullptr;  // Set before the session is shared; null: not persisted.
 
   mutable std::mutex mu_;
   v1::SessionState state_ = v1::OPEN;

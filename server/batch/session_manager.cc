@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "server/log.h"
-#include "server/store/spool.h"
 
 namespace musc {
 namespace {
@@ -63,7 +63,6 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   }
   auto session = std::make_shared<Session>(NewSessionId(product->name), product, policy,
                                            std::move(labels), metrics_);
-  session->AttachSpool(options_.spool);
   std::lock_guard<std::mutex> lock(mu_);
   if (sessions_.size() >= options_.max_sessions) {
     if (metrics_ != nullptr) metrics_->LimitRefused("max_sessions");
@@ -84,9 +83,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     }
   }
   // Durable before the id is returned, so every image acknowledged later has its session.
-  if (options_.spool != nullptr) {
-    if (absl::Status s = options_.spool->CreateSession(*session); !s.ok()) return s;
-  }
+  if (options_.spool != nullptr) MUSC_RETURN_IF_ERROR(session->StoreIn(options_.spool));
   sessions_[session->id()] = session;
   if (metrics_ != nullptr) metrics_->SessionCreated(product->name);
   return session;

@@ -18,6 +18,7 @@
 #include "server/batch/scheduler.h"
 #include "server/batch/session.h"
 #include "server/server_metrics.h"
+#include "server/store/session_store.h"
 
 namespace musc {
 
@@ -30,8 +31,9 @@ struct SessionManagerOptions {
   // Non-final (OPEN, SEALED, RUNNING) sessions one product may have at once, so one product's
   // clients cannot take every session slot from the others. 0 = no limit.
   size_t max_sessions_per_product = 1000;
-  // Sessions are persisted here (--spool_dir); null: in memory only. Must outlive the manager.
-  Spool* spool = nullptr;
+  // Sessions are persisted here (the spool of --spool_dir); null: in memory only. Must outlive
+  // the manager.
+  SessionStore* spool = nullptr;
 };
 
 class SessionManager {

@@ -9,8 +9,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
 #include "server/log.h"
-#include "server/results/map_encoder.h"
+#include "server/results/result_builder.h"
 #include "server/store/durable_file.h"
 #include "server/thread_priority.h"
 
@@ -88,7 +90,7 @@ absl::Status LineRunner::Restore(const DecodeLimits& limits) {
   }
   for (uint64_t sequence : kept) {
     const std::string path = KeptImagePath(state_dir_, sequence);
-    absl::StatusOr<std::string> bytes = ReadFile(path);
+    absl::StatusOr<std::string> bytes = ReadFileToString(path);
     absl::StatusOr<DecodedImage> decoded =
         bytes.ok() ? DecodeImage(*bytes, limits) : absl::StatusOr<DecodedImage>(bytes.status());
     absl::StatusOr<LineScorer::FeaturesPtr> features =
@@ -99,11 +101,12 @@ absl::Status LineRunner::Restore(const DecodeLimits& limits) {
                               features.status().message()));
       continue;
     }
-    if (absl::Status s = scorer_->Admit(*std::move(features)); !s.ok()) return s;
+    MUSC_RETURN_IF_ERROR(scorer_->Admit(*std::move(features)));
     kept_.push_back(sequence);
     sequence_ = std::max(sequence_, sequence + 1);
   }
-  if (absl::StatusOr<std::string> window = ReadFile(state_dir_ + "/" + kWindowFile); window.ok()) {
+  if (absl::StatusOr<std::string> window = ReadFileToString(state_dir_ + "/" + kWindowFile);
+      window.ok()) {
     std::istringstream in(*window);
     std::string word;
     uint64_t next = 0;
@@ -124,13 +127,10 @@ absl::Status LineRunner::AdmitAndKeep(LineScorer::FeaturesPtr features, uint64_t
   if (!state_dir_.empty()) {
     // Durable before the bank changes and before the answer: a restart finds every image the
     // bank held when it was answered.
-    if (absl::Status s = WriteFileAtomic(state_dir_, KeptImageName(sequence), encoded,
-                                         "keep a line-mode bank image");
-        !s.ok()) {
-      return s;
-    }
+    MUSC_RETURN_IF_ERROR(WriteFileAtomic(state_dir_, KeptImageName(sequence), encoded,
+                                         "keep a line-mode bank image"));
   }
-  if (absl::Status s = scorer_->Admit(std::move(features)); !s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(scorer_->Admit(std::move(features)));
   if (state_dir_.empty()) return absl::OkStatus();
   kept_.push_back(sequence);
   while (kept_.size() > static_cast<size_t>(scorer_->bank_capacity())) {
@@ -282,39 +282,30 @@ void LineRunner::Answer(LineRequest& request, const LineImageScore& score, const
                         v1::LineState state) {
   v1::ScoreImageResponse response;
   state.set_bank_images(static_cast<uint32_t>(scorer_->bank_images()));
-  v1::ImageResult* result = response.mutable_result();
-  result->set_client_image_id(request.client_id);
-  result->set_index(static_cast<uint32_t>(sequence_++));
+  const uint32_t index = static_cast<uint32_t>(sequence_++);
   KeepWindow();
-  result->set_raw_score(score.raw_score);
-  // No RsCIN in a line (it needs a batch): the final score is the raw score.
-  result->set_final_score(score.raw_score);
-  for (const auto& [key, value] : request.metadata) (*result->mutable_metadata())[key] = value;
-  const bool has_policy = product_->decision.image.kind != ThresholdKind::kNone ||
-                          product_->decision.mask.kind != ThresholdKind::kNone;
-  if (has_policy) DecisionToProto(decision, result->mutable_decision());
-
-  const v1::MapOptions& options = request.map_options;
-  const v1::MapEncoding encoding = options.encoding() == v1::MAP_ENCODING_UNSPECIFIED
-                                       ? product_->map_encoding
-                                       : options.encoding();
-  std::optional<float> threshold = product_->mask_threshold;
-  if (!threshold) threshold = decision.mask_threshold;
-  if (options.has_mask_threshold()) threshold = options.mask_threshold();
   const int s = static_cast<int>(score.map_size);
-  const cv::Mat map(s, s, CV_32FC1, const_cast<float*>(score.map.data()));
-  const bool native = options.model_resolution();
-  const auto encode_start = SteadyClock::now();
-  absl::Status encoded = EncodeMap(map, native ? s : request.pixels.cols,
-                                   native ? s : request.pixels.rows, encoding, threshold, result);
+  ScoredImage scored;
+  scored.client_id = &request.client_id;
+  scored.index = index;
+  scored.raw_score = score.raw_score;
+  // No RsCIN in a line (it needs a batch): the final score is the raw score.
+  scored.final_score = score.raw_score;
+  scored.metadata = &request.metadata;
+  scored.decision = &decision;
+  // Maps are always kept in a line (Create sets keep_maps), so the map is never empty here.
+  scored.map = cv::Mat(s, s, CV_32FC1, const_cast<float*>(score.map.data()));
+  scored.width = request.pixels.cols;
+  scored.height = request.pixels.rows;
+  absl::Status built =
+      BuildImageResult(*product_, scored, request.map_options, metrics_, response.mutable_result());
   *response.mutable_line() = state;
   if (metrics_ != nullptr) {
-    metrics_->MapEncoded(product_->name, SecondsSince(encode_start));
     metrics_->LineImageScored(product_->name, SecondsSince(request.arrival), response.line(),
                               decision);
   }
-  if (!encoded.ok()) {
-    request.done(encoded);
+  if (!built.ok()) {
+    request.done(built);
     return;
   }
   request.done(std::move(response));

@@ -58,29 +58,4 @@ absl::Status WriteFileAtomic(const std::string& dir, const std::string& name, st
   return FsyncDir(dir, what);
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
-    return absl::DataLossError(absl::StrCat("cannot read ", path, ": ", std::strerror(err)));
-  }
-  std::string data;
-  char buffer[1 << 16];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n > 0) {
-      data.append(buffer, static_cast<size_t>(n));
-    } else if (n == 0) {
-      break;
-    } else if (errno != EINTR) {
-      const int err = errno;
-      close(fd);
-      return absl::DataLossError(absl::StrCat("cannot read ", path, ": ", std::strerror(err)));
-    }
-  }
-  close(fd);
-  return data;
-}
-
 }  // namespace musc

@@ -1,6 +1,7 @@
 // Durable files for the spool and line-mode state: each file is written to a temporary name,
 // fsynced, renamed and its directory fsynced, so after a crash it is either absent or whole, and
-// once a write returns OK it survives a power loss (as far as the disk honours fsync).
+// once a write returns OK it survives a power loss (as far as the disk honours fsync). Files are
+// read back whole with ReadFileToString (base/file_io.h).
 #ifndef MUSC_SERVER_STORE_DURABLE_FILE_H_
 #define MUSC_SERVER_STORE_DURABLE_FILE_H_
 
@@ -8,7 +9,6 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 
 namespace musc {
 
@@ -23,8 +23,6 @@ absl::Status FsyncDir(const std::string& dir, const std::string& what);
 // dir/name, atomically and durably (see above).
 absl::Status WriteFileAtomic(const std::string& dir, const std::string& name, std::string_view data,
                              const std::string& what);
-// A whole file: NOT_FOUND when it does not exist, DATA_LOSS when it cannot be read.
-absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 }  // namespace musc
 

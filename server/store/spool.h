@@ -2,7 +2,7 @@
 // acknowledged image and no finished result (docs/RELIABILITY.md).
 //
 // Layout under the spool directory, every file written as temp → fsync(file) → rename →
-// fsync(directory), so each file is either absent or complete:
+// fsync(directory), so each file is either absent or complete (the formats: spool_codec.h):
 //   sessions/<id>/session.json       the session record: product, seal policy, labels, state,
 //                                    error, timestamps, timings (rewritten on each state change)
 //   sessions/<id>/images/<index>.img one accepted image: client id, metadata, decoded size and the
@@ -13,74 +13,72 @@
 // index by its name and its client id inside), so acknowledging an image costs one file and two
 // fsyncs, not a rewrite of the session record.
 //
-// Thread-safe for different sessions; calls for one session are serialised by its caller (the
-// Session's mutex), which keeps the order on disk the order in memory.
+// Writes: the SessionStore interface (its ordering and locking rules: session_store.h).
+// Reads: what recovery (recovery.h) needs at start, before serving, one file at a time.
 #ifndef MUSC_SERVER_STORE_SPOOL_H_
 #define MUSC_SERVER_STORE_SPOOL_H_
 
-#include <functional>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/batch/session.h"
 #include "server/images/image_decoder.h"
-#include "server/product_config.h"
 #include "server/server_metrics.h"
+#include "server/store/session_record.h"
+#include "server/store/session_store.h"
 
 namespace musc {
 
-class Scheduler;
-class SessionManager;
-
-class Spool {
+class Spool final : public SessionStore {
  public:
   // Creates `dir` (and dir/sessions) if needed and checks that it is writable. `metrics` may be
-  // null; otherwise it must outlive the spool. `limits` decode recovered images.
+  // null; otherwise it must outlive the spool. `limits` decode recovered images (recovery.h).
   static absl::StatusOr<std::unique_ptr<Spool>> Open(const std::string& dir, DecodeLimits limits,
                                                      ServerMetrics* metrics = nullptr);
 
   const std::string& dir() const { return dir_; }
+  const DecodeLimits& decode_limits() const { return limits_; }
 
-  // The calls below take a Session whose mutex the caller holds (Session calls them from inside
-  // its own methods) — except CreateSession (the session is not shared yet), WriteResults (its
-  // arguments are the caller's) and Remove.
+  // SessionStore. Errors name the path and the reason, and are logged and counted in
+  // musc_spool_write_failures_total.
   //
-  // Errors: RESOURCE_EXHAUSTED when the disk (or a file size limit) is full, UNAVAILABLE when the
-  // spool cannot be written otherwise (read-only, permissions, I/O error); the message names the
-  // path and the reason. Nothing is left half-written.
-
-  // The session's directory and its first record (state OPEN).
-  absl::Status CreateSession(const Session& session);
-  // One accepted image (`image.encoded` holds its bytes; index, width and height are set).
-  absl::Status AppendImage(const Session& session, const SessionImage& image);
-  // The session record as it is now (state, error, timestamps, timings).
-  absl::Status UpdateState(const Session& session);
-  // The results of a finished batch; UpdateState with DONE follows.
+  // The session's directory, its images/ directory and its first record; on failure the
+  // directory is removed again.
+  absl::Status CreateSession(const SessionRecord& record) override;
+  absl::Status AppendImage(const std::string& session_id, const SessionImage& image) override;
+  absl::Status UpdateState(const SessionRecord& record) override;
   absl::Status WriteResults(const std::string& session_id,
-                            const std::vector<SessionResult>& results);
-  // Deletes the session's files (retention ended). Its record goes first, so a crash midway
-  // leaves a directory without a record, which the next start removes.
-  absl::Status Remove(const std::string& session_id);
+                            const std::vector<SessionResult>& results) override;
+  // The record goes first, so a crash midway leaves a directory without a record, which the
+  // next start removes.
+  absl::Status Remove(const std::string& session_id) override;
 
-  // Reads every session back (at start, before serving). Temp files left by a crash and
-  // directories without a record (a crash during create or remove) are deleted; a session that
-  // cannot be read (damaged file, unknown product) is skipped and logged, and left on disk.
-  // OPEN sessions come back OPEN with their images decoded (their idle timer restarts), SEALED and
-  // RUNNING ones come back SEALED with their images, DONE ones with their results (a DONE record
-  // without results comes back SEALED, to be scored again), FAILED and CANCELLED as they were.
-  absl::StatusOr<std::vector<std::shared_ptr<Session>>> LoadAll(
-      const std::function<const ProductConfig*(const std::string&)>& find_product);
+  // Reading back, at start (no writes may run meanwhile).
+  //
+  // Deletes what interrupted writes left — temp files (never acknowledged) and session
+  // directories without a record (a crash during CreateSession or Remove) — and returns the ids
+  // of the sessions left, sorted.
+  absl::StatusOr<std::vector<std::string>> CleanAndListSessions();
+  // Where a session's files are (for messages; the layout above).
+  std::string SessionDir(const std::string& session_id) const;
+  std::string ImagePath(const std::string& session_id, uint32_t index) const;
+  // The record; DATA_LOSS when it is damaged or names another session.
+  absl::StatusOr<SessionRecord> ReadRecord(const std::string& session_id) const;
+  // How many image files the session has; DATA_LOSS unless they are numbered 0..n-1.
+  absl::StatusOr<uint32_t> CountImages(const std::string& session_id) const;
+  // Image `index` with its encoded bytes (no pixels); DATA_LOSS when its file is damaged.
+  absl::StatusOr<SessionImage> ReadImage(const std::string& session_id, uint32_t index) const;
+  // The results of a batch of `image_count` images; NOT_FOUND without a results file, DATA_LOSS
+  // when it is damaged or does not match.
+  absl::StatusOr<std::vector<SessionResult>> ReadResults(const std::string& session_id,
+                                                         size_t image_count) const;
 
  private:
   Spool(std::string dir, DecodeLimits limits, ServerMetrics* metrics)
       : dir_(std::move(dir)), limits_(limits), metrics_(metrics) {}
-  std::string SessionDir(const std::string& id) const;
-  absl::StatusOr<std::shared_ptr<Session>> LoadSession(
-      const std::string& session_dir,
-      const std::function<const ProductConfig*(const std::string&)>& find_product);
   // Counts a failed write in the metrics and passes the status on.
   absl::Status Counted(absl::Status status) const;
 
@@ -88,12 +86,6 @@ class Spool {
   const DecodeLimits limits_;
   ServerMetrics* const metrics_;
 };
-
-// Start-up: loads the spool's sessions into `manager`, re-queues the sealed ones on `scheduler`
-// (in their seal order, past the queue's capacity: they were admitted before the restart) and
-// seals OPEN sessions that had already reached their auto-seal count. Logs a summary.
-absl::Status RecoverSessions(Spool& spool, SessionManager& manager, Scheduler& scheduler,
-                             ServerMetrics* metrics);
 
 }  // namespace musc
 

@@ -35,7 +35,7 @@ if [[ ! -d "$images" ]]; then
 fi
 
 "$build"/bin/musc-server --products "$products" --listen 127.0.0.1:0 \
-  --port_file "$run_dir/port" 2> "$run_dir/server.log" &
+  --port_file "$run_dir/port" --metrics_listen 127.0.0.1:0 2> "$run_dir/server.log" &
 server_pid=$!
 for _ in $(seq 1 1200); do
   [[ -s "$run_dir/port" ]] && break

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "server/batch/session.h"
 #include "server/product_config.h"
 
 namespace musc::testing {
@@ -29,8 +30,15 @@ std::vector<ProductConfig> ProductsFromYaml(const std::string& yaml);
 std::string TexturePngFor(uint64_t seed);
 cv::Mat DecodedTexture(uint64_t seed);
 
-// Polls `condition` until it holds or `timeout` has passed; returns whether it held. Generous by
-// default: the deadline only bounds a broken test, a healthy one returns as soon as it can.
+// Waits until `session` is final (DONE, FAILED or CANCELLED) or `timeout` has passed; returns
+// whether it is final. Woken by the session's own change notifications (every final transition
+// sends one), so it returns the moment the session finishes, with no polling.
+bool WaitFinal(Session& session, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// Polls `condition` until it holds or `timeout` has passed; returns whether it held. For state
+// that sends no notification (a scheduler's idle workers, a metrics scrape); a session's end is
+// WaitFinal's. Generous by default: the deadline only bounds a broken test, a healthy one returns
+// as soon as it can.
 bool WaitUntil(const std::function<bool()>& condition,
                std::chrono::milliseconds timeout = std::chrono::seconds(60));
 

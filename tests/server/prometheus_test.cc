@@ -29,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "base/file_io.h"
 #include "tests/server/http_get.h"
+#include "tests/server/in_process_fixture.h"
 #include "tests/server/run_command.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_images.h"
@@ -337,14 +338,16 @@ TEST_F(MetricsTest, CountersAndHistogramsMoveByExactlyWhatASessionDid) {
   std::unique_ptr<MuscClient> client = server_->Connect();
   const Workload w = RunSession(*client);
   // The worker lowers its running-batch gauge just after the session turns DONE, so a scrape
-  // right after the last result may still see it: poll (with a deadline) until it settles.
-  std::map<std::string, double> after = ParseExposition(server_->ScrapeMetrics());
-  for (const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-       (after.count("musc_running_batches") == 0 || after.at("musc_running_batches") != 0) &&
-       std::chrono::steady_clock::now() < deadline;
-       after = ParseExposition(server_->ScrapeMetrics())) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  // right after the last result may still see it: scrape again (with a deadline) until it settles.
+  std::map<std::string, double> after;
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        after = ParseExposition(server_->ScrapeMetrics());
+        const auto running = after.find("musc_running_batches");
+        return running != after.end() && running->second == 0;
+      },
+      std::chrono::seconds(30)))
+      << "musc_running_batches did not return to 0";
   auto moved = [&](const std::string& key) {
     const auto b = before.find(key);
     const auto a = after.find(key);

@@ -23,6 +23,7 @@ namespace musc {
 namespace {
 
 using testing::MessageHas;
+using testing::WaitFinal;
 using testing::WaitUntil;
 
 constexpr std::chrono::seconds kSafetyTimeout{60};
@@ -183,7 +184,7 @@ TEST_F(SchedulerTest, ScoresASealedSessionOnceWithTheEnginesOwnScores) {
   session->AddWatcher(recorder);
 
   ASSERT_TRUE(scheduler_->Enqueue(session).ok());
-  ASSERT_TRUE(WaitUntil([&] { return session->IsFinal(); }));
+  ASSERT_TRUE(WaitFinal(*session));
   ASSERT_EQ(session->state(), v1::DONE) << session->ToProto().error();
   ASSERT_TRUE(WaitUntil([&] { return Idle(); }));
 
@@ -267,7 +268,7 @@ TEST_F(SchedulerTest, ProgressAndStateAreVisibleWhileScoring) {
   EXPECT_EQ(proto.result_count(), 0u);
 
   mid_backbone->Open();
-  ASSERT_TRUE(WaitUntil([&] { return session->IsFinal(); }));
+  ASSERT_TRUE(WaitFinal(*session));
   proto = session->ToProto();
   EXPECT_EQ(proto.state(), v1::DONE) << proto.error();
   EXPECT_EQ(proto.progress(), 1.0);
@@ -302,7 +303,7 @@ TEST_F(SchedulerTest, RefusesWhenTheQueueIsFull) {
   EXPECT_EQ(refused->state(), v1::SEALED);
   EXPECT_EQ(BatchesScored(), 2);
   EXPECT_TRUE(scheduler_->Enqueue(refused).ok()) << "room again once the queue has drained";
-  ASSERT_TRUE(WaitUntil([&] { return refused->IsFinal(); }));
+  ASSERT_TRUE(WaitFinal(*refused));
   EXPECT_EQ(refused->state(), v1::DONE);
 }
 
@@ -370,7 +371,7 @@ TEST_F(SchedulerTest, DrainFailsWhatIsStillQueuedAndRefusesNewWork) {
   int drained = -1;
   std::thread drain([&] { drained = scheduler_->Drain(std::chrono::milliseconds(0)); });
   // Drain fails the queued batch at once, then waits for the running one.
-  EXPECT_TRUE(WaitUntil([&] { return abandoned->IsFinal(); }));
+  EXPECT_TRUE(WaitFinal(*abandoned));
   EXPECT_EQ(abandoned->state(), v1::FAILED);
   EXPECT_NE(abandoned->ToProto().error().find("shut down"), std::string::npos)
       << abandoned->ToProto().error();

@@ -21,7 +21,7 @@ using std::chrono::hours;
 using std::chrono::minutes;
 using std::chrono::seconds;
 using testing::MessageHas;
-using testing::WaitUntil;
+using testing::WaitFinal;
 
 std::string Products() {
   return absl::StrCat(R"(
@@ -236,7 +236,7 @@ TEST_F(SessionManagerTest, IdleAutoSealNeedsTheMinimumThenScores) {
   manager->Sweep(enough_active + seconds(5));
   EXPECT_NE((*enough)->state(), v1::OPEN) << "idle for its idle_seconds with min_images: sealed";
   EXPECT_EQ((*too_few)->state(), v1::OPEN) << "below min_images: waits for more";
-  ASSERT_TRUE(WaitUntil([&] { return (*enough)->IsFinal(); }));
+  ASSERT_TRUE(WaitFinal(**enough));
   EXPECT_EQ((*enough)->state(), v1::DONE) << (*enough)->ToProto().error();
   EXPECT_EQ((*enough)->snapshot().result_count, 2u);
 
@@ -261,7 +261,7 @@ TEST_F(SessionManagerTest, SealsAutomaticallyAtTheCount) {
   EXPECT_NE((*session)->state(), v1::OPEN) << "the third image reached at_count";
   absl::StatusOr<uint32_t> late = manager->AddImage(**session, TextureImage(4));
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(WaitUntil([&] { return (*session)->IsFinal(); }));
+  ASSERT_TRUE(WaitFinal(**session));
   EXPECT_EQ((*session)->state(), v1::DONE) << (*session)->ToProto().error();
   EXPECT_EQ((*session)->snapshot().result_count, 3u);
 
@@ -275,7 +275,7 @@ TEST_F(SessionManagerTest, SealsAutomaticallyAtTheCount) {
   EXPECT_EQ((*by_product)->state(), v1::OPEN);
   ASSERT_TRUE(manager->AddImage(**by_product, TextureImage(4)).ok());
   EXPECT_NE((*by_product)->state(), v1::OPEN);
-  ASSERT_TRUE(WaitUntil([&] { return (*by_product)->IsFinal(); }));
+  ASSERT_TRUE(WaitFinal(**by_product));
   EXPECT_EQ((*by_product)->state(), v1::DONE) << (*by_product)->ToProto().error();
 }
 

@@ -11,13 +11,13 @@
 #include <fstream>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/file_io.h"
 #include "server/batch/scheduler.h"
 #include "server/batch/session_manager.h"
 #include "server/engine_pool.h"
+#include "tests/server/in_process_fixture.h"
 #include "tests/server/test_images.h"
 #include "tests/test_support.h"
 
@@ -26,6 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::musc::testing::ScratchDir;
+using ::musc::testing::WaitFinal;
 
 ProductConfig Widget() {
   ProductConfig product;
@@ -115,14 +116,11 @@ class RecoveryTest : public ::testing::Test {
     return session.ok() ? *session : nullptr;
   }
 
-  // Polls (with a deadline) until the session is final; its state then.
-  v1::Session WaitFinal(const std::string& id) {
+  // Waits (with a deadline) until the session is final; its state then.
+  v1::Session FinalState(const std::string& id) {
     std::shared_ptr<Session> session = Get(id);
     if (session == nullptr) return {};
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (!session->IsFinal() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    WaitFinal(*session, std::chrono::seconds(30));
     return session->ToProto();
   }
 
@@ -169,7 +167,7 @@ TEST_F(RecoveryTest, SessionsComeBackByRecordedState) {
   // OPEN at its auto-seal count, SEALED and RUNNING: queued again (and, with no engine, failed).
   for (int n : {2, 3, 4}) {
     SCOPED_TRACE(n);
-    const v1::Session s = WaitFinal(IdOf(n));
+    const v1::Session s = FinalState(IdOf(n));
     EXPECT_EQ(s.state(), v1::FAILED);
     EXPECT_EQ(s.error(), "no engine loaded for product 'widget'");
   }
@@ -208,7 +206,7 @@ TEST_F(RecoveryTest, DoneWithoutReadableResultsIsScoredAgain) {
   for (int n : {1, 2}) {
     SCOPED_TRACE(n);
     // Back SEALED and queued: with no engine, it fails (a real server scores it).
-    const v1::Session s = WaitFinal(IdOf(n));
+    const v1::Session s = FinalState(IdOf(n));
     EXPECT_EQ(s.state(), v1::FAILED);
     EXPECT_EQ(s.error(), "no engine loaded for product 'widget'");
   }

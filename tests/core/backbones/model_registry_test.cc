@@ -42,7 +42,9 @@ using ::musc::testing::ScratchDir;
 namespace fs = std::filesystem;
 
 // tests/core/backbones/model_registry_test.cc → the repository root.
-fs::path RepoRoot() { return fs::path(__FILE__).parent_path().parent_path().parent_path(); }
+fs::path RepoRoot() {
+  return fs::path(__FILE__).parent_path().parent_path().parent_path().parent_path();
+}
 
 using TensorList = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 

@@ -19,14 +19,17 @@
 #include <map>
 #include <memory>
 #include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "bench/noise_images.h"
 #include "core/musc_engine.h"
 
 namespace {
+
+constexpr musc::NumericType kFp32 = musc::NumericType::kFloat32;
+constexpr musc::NumericType kFp16 = musc::NumericType::kFloat16;
 
 struct Options {
   std::string device = "cuda";
@@ -37,33 +40,6 @@ struct Options {
   int64_t images = 200;                     // ...and batch size.
   int64_t backbone_batch = 16;
 };
-
-// Seeded noise with some large-scale structure (a gradient per image), H×W×3 uint8.
-std::vector<std::vector<uint8_t>> NoiseImages(int64_t n, int64_t side, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> noise(0, 63);
-  std::vector<std::vector<uint8_t>> images(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    auto& px = images[static_cast<size_t>(i)];
-    px.resize(static_cast<size_t>(side * side * 3));
-    for (int64_t y = 0; y < side; ++y) {
-      for (int64_t x = 0; x < side; ++x) {
-        for (int64_t c = 0; c < 3; ++c) {
-          const int64_t base = (x * 96 / side + y * 96 / side + 40 * c) % 192;
-          px[static_cast<size_t>((y * side + x) * 3 + c)] = static_cast<uint8_t>(base + noise(rng));
-        }
-      }
-    }
-  }
-  return images;
-}
-
-std::vector<musc::ImageView> Views(const std::vector<std::vector<uint8_t>>& images, int64_t side) {
-  std::vector<musc::ImageView> views;
-  for (const auto& px : images)
-    views.push_back({px.data(), side, side, 3, musc::PixelType::kUint8});
-  return views;
-}
 
 double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = a.size() == b.size() ? 0.0 : INFINITY;
@@ -96,7 +72,7 @@ absl::StatusOr<std::unique_ptr<musc::MuscEngine>> MakeEngine(const std::string& 
 
 absl::StatusOr<musc::BatchScores> ScoreWith(musc::MuscEngine& engine,
                                             const std::vector<musc::ImageView>& views,
-                                            const std::string& gemm_dtype) {
+                                            musc::NumericType gemm_dtype) {
   musc::ScoringOptions scoring = engine.options().scoring;
   scoring.gemm_dtype = gemm_dtype;
   absl::StatusOr<std::unique_ptr<musc::ScoringBatch>> batch = engine.NewBatch(scoring);
@@ -159,32 +135,33 @@ int main(int argc, char** argv) {
       MakeEngine(o.check_model, 0, "cpu", o.backbone_batch);
   if (!cpu_engine.ok()) return Fail("cpu engine", cpu_engine.status());
   const int64_t check_side = (*cpu_engine)->input_size() + 37;  // Exercises the resize too.
-  const auto check_pixels = NoiseImages(o.check_images, check_side, 11);
-  const auto check_views = Views(check_pixels, check_side);
-  absl::StatusOr<musc::BatchScores> on_cpu = ScoreWith(**cpu_engine, check_views, "fp32");
+  const musc::NoiseImages check = musc::GradientNoiseImages(o.check_images, check_side, 11);
+  const std::vector<musc::ImageView>& check_views = check.views;
+  absl::StatusOr<musc::BatchScores> on_cpu = ScoreWith(**cpu_engine, check_views, kFp32);
   if (!on_cpu.ok()) return Fail("cpu scoring", on_cpu.status());
   std::printf("\nagreement: %s, N=%lld, S=%lld\n", o.check_model.c_str(),
               static_cast<long long>(o.check_images),
               static_cast<long long>((*cpu_engine)->input_size()));
   std::printf("%-16s %14s %14s %14s %10s\n", "run", "patch_max_abs", "raw_max_abs", "final_max_abs",
               "ranking");
-  std::map<std::string, musc::BatchScores> by_gemm;
+  std::map<musc::NumericType, musc::BatchScores> by_gemm;
   double max_abs_diff_cpu = 0;
-  for (const std::string gemm : {"fp32", "bf16", "fp16"}) {
+  for (const musc::NumericType gemm : {kFp32, musc::NumericType::kBFloat16, kFp16}) {
+    const std::string run = o.device + " " + musc::NumericTypeName(gemm);
     absl::StatusOr<musc::BatchScores> scores = ScoreWith(**device_engine, check_views, gemm);
     if (!scores.ok()) {
-      std::printf("%-16s skipped: %s\n", (o.device + " " + gemm).c_str(),
+      std::printf("%-16s skipped: %s\n", run.c_str(),
                   std::string(scores.status().message()).c_str());
       continue;
     }
-    const musc::BatchScores& reference = gemm == "fp32" ? *on_cpu : by_gemm.at("fp32");
+    const musc::BatchScores& reference = gemm == kFp32 ? *on_cpu : by_gemm.at(kFp32);
     const double patch = MaxAbsDiff(scores->patch_scores, reference.patch_scores);
-    if (gemm == "fp32") max_abs_diff_cpu = patch;
-    std::printf("%-16s %14.3g %14.3g %14.3g %10s   (vs %s)\n", (o.device + " " + gemm).c_str(),
-                patch, MaxAbsDiff(scores->raw_scores, reference.raw_scores),
+    if (gemm == kFp32) max_abs_diff_cpu = patch;
+    std::printf("%-16s %14.3g %14.3g %14.3g %10s   (vs %s)\n", run.c_str(), patch,
+                MaxAbsDiff(scores->raw_scores, reference.raw_scores),
                 MaxAbsDiff(scores->final_scores, reference.final_scores),
                 Ranking(scores->raw_scores) == Ranking(reference.raw_scores) ? "same" : "CHANGED",
-                gemm == "fp32" ? "cpu fp32" : "device fp32");
+                gemm == kFp32 ? "cpu fp32" : "device fp32");
     by_gemm.emplace(gemm, *std::move(scores));
   }
   cpu_engine->reset();  // The speed run should not share the host with a second model.
@@ -194,40 +171,39 @@ int main(int argc, char** argv) {
       MakeEngine(o.model, o.size, o.device, o.backbone_batch);
   if (!engine.ok()) return Fail("speed engine", engine.status());
   const int64_t side = (*engine)->input_size();
-  const auto pixels = NoiseImages(o.images, side, 5);
-  const auto views = Views(pixels, side);
+  const musc::NoiseImages images = musc::GradientNoiseImages(o.images, side, 5);
+  const std::vector<musc::ImageView>& views = images.views;
   std::printf("\nspeed: %s at %lld, N=%lld, backbone batch %lld\n", o.model.c_str(),
               static_cast<long long>(side), static_cast<long long>(o.images),
               static_cast<long long>(o.backbone_batch));
   std::printf("%-6s | %9s %9s %9s %9s %9s %9s | %9s %10s\n", "gemm", "prep_s", "backbone", "lnamd",
               "msm", "maps", "rscin", "wall_s", "ms/image");
-  std::map<std::string, double> ms_per_image;
+  std::map<musc::NumericType, double> ms_per_image;
   {
     // Warm-up: device context, kernels and allocator pools are created once per process.
     const std::vector<musc::ImageView> few(views.begin(), views.begin() + 2);
-    (void)ScoreWith(**engine, few, "fp32");
+    (void)ScoreWith(**engine, few, kFp32);
   }
-  for (const std::string gemm : {"fp32", "fp16"}) {
+  for (const musc::NumericType gemm : {kFp32, kFp16}) {
+    const char* name = musc::NumericTypeName(gemm);
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<musc::BatchScores> scores = ScoreWith(**engine, views, gemm);
     const double wall =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!scores.ok()) {
-      std::printf("%-6s | skipped: %s\n", gemm.c_str(),
-                  std::string(scores.status().message()).c_str());
+      std::printf("%-6s | skipped: %s\n", name, std::string(scores.status().message()).c_str());
       continue;
     }
     const musc::StageTimings& t = scores->timings;
     ms_per_image[gemm] = 1e3 * wall / static_cast<double>(o.images);
-    std::printf("%-6s | %9.2f %9.2f %9.2f %9.2f %9.2f %9.3f | %9.2f %10.1f\n", gemm.c_str(),
-                t.preprocess_s, t.backbone_s, t.lnamd_s, t.msm_s, t.maps_s, t.rscin_s, wall,
-                ms_per_image[gemm]);
+    std::printf("%-6s | %9.2f %9.2f %9.2f %9.2f %9.2f %9.3f | %9.2f %10.1f\n", name, t.preprocess_s,
+                t.backbone_s, t.lnamd_s, t.msm_s, t.maps_s, t.rscin_s, wall, ms_per_image[gemm]);
     std::fflush(stdout);
   }
   std::printf("paper (RTX 3090, ViT-L/14-336 @518, N=200): 955 ms/image\n");
   std::printf(
       "gpu_check: device=%s max_abs_diff_cpu=%.3g ms_per_image_fp32=%.1f "
       "ms_per_image_fp16=%.1f\n",
-      o.device.c_str(), max_abs_diff_cpu, ms_per_image["fp32"], ms_per_image["fp16"]);
+      o.device.c_str(), max_abs_diff_cpu, ms_per_image[kFp32], ms_per_image[kFp16]);
   return 0;
 }

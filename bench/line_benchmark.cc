@@ -10,6 +10,7 @@
 
 #include "core/line_scorer.h"
 #include "eval/metrics.h"
+#include "server/images/image_decoder.h"
 
 namespace musc {
 namespace {
@@ -37,10 +38,6 @@ std::vector<cv::Mat> LoadImages(const std::string& dir, size_t count) {
     images.push_back(m);
   }
   return images;
-}
-
-ImageView ViewOf(const cv::Mat& m) {
-  return {m.data, m.rows, m.cols, m.channels(), PixelType::kUint8};
 }
 
 }  // namespace

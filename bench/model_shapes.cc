@@ -10,6 +10,7 @@
 #include "core/backbones/backbone.h"
 #include "core/backbones/backbone_registry.h"
 #include "core/backbones/model_registry.h"
+#include "core/torch_status.h"
 
 namespace musc {
 
@@ -37,7 +38,7 @@ absl::StatusOr<std::vector<LayerShape>> MsmShapesOf(const BackboneOptions& backb
     }
     return shapes;
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("forward pass: ", e.what_without_backtrace()));
+    return TorchErrorToStatus(e, "forward pass");
   }
 }
 

@@ -5,11 +5,34 @@
 //   musc-bench backbone | memory | approx | scaling   (issue 8; see bench/perf_benchmarks.h)
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
 
+#include "absl/status/statusor.h"
 #include "bench/demo_batch.h"
 #include "bench/line_benchmark.h"
 #include "bench/msm_benchmark.h"
 #include "bench/perf_benchmarks.h"
+
+namespace {
+
+// An option naming a NumericType ("fp32", "bf16", "fp16"): CLI11 reads the name, ParseNumericType
+// decides, and a bad name is a usage error like any other.
+CLI::Option* AddNumericTypeOption(CLI::App* app, const std::string& name, musc::NumericType& type,
+                                  const std::string& help) {
+  return app
+      ->add_option_function<std::string>(
+          name,
+          [name, &type](const std::string& value) {
+            absl::StatusOr<musc::NumericType> parsed = musc::ParseNumericType(value);
+            if (!parsed.ok())
+              throw CLI::ValidationError(name, std::string(parsed.status().message()));
+            type = *parsed;
+          },
+          help)
+      ->default_str(musc::NumericTypeName(type));
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"musc-bench: MuSc core benchmarks and demo"};
@@ -49,7 +72,7 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--budget-mib", demo_budget_mib, "MSM block budget in MiB");
   demo_cmd->add_option("--approximate", demo.engine.scoring.approximate_neighbours,
                        "approximate MSM: M neighbours per image (0 = exact)");
-  demo_cmd->add_option("--token-dtype", demo.engine.scoring.token_dtype,
+  AddNumericTypeOption(demo_cmd, "--token-dtype", demo.engine.scoring.token_dtype,
                        "token storage: fp32, bf16, fp16");
 
   musc::LineBenchmarkOptions line;
@@ -87,7 +110,7 @@ int main(int argc, char** argv) {
   mem_cmd->add_option("--channels", mem.channels, "channels C")->capture_default_str();
   mem_cmd->add_option("--budget-mib", mem_budget_mib, "MSM block budget in MiB")
       ->capture_default_str();
-  mem_cmd->add_option("--token-dtype", mem.token_dtype, "fp32, bf16, fp16")->capture_default_str();
+  AddNumericTypeOption(mem_cmd, "--token-dtype", mem.token_dtype, "fp32, bf16, fp16");
   mem_cmd->add_option("--threads", mem.threads, "intra-op threads (0 = all cores)");
   musc::BackboneOptions mem_backbone;
   mem_cmd->add_option("--model", mem_backbone.model,

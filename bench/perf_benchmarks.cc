@@ -13,10 +13,12 @@
 #include <string>
 
 #include "bench/model_shapes.h"
+#include "bench/noise_images.h"
 #include "bench/process_memory.h"
 #include "core/backbones/backbone_registry.h"
 #include "core/backbones/model_registry.h"
 #include "core/backbones/vision_transformer.h"
+#include "core/engine_internal.h"
 #include "core/musc/mutual_scoring.h"
 #include "core/thread_config.h"
 
@@ -75,12 +77,6 @@ at::Tensor SyntheticTokens(int64_t n, int64_t l, int64_t c, at::ScalarType type,
     z[i].copy_(rows / rows.norm(2, {-1}, true));
   }
   return z;
-}
-
-at::ScalarType ParseDtype(const std::string& name) {
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp16") return at::kHalf;
-  return at::kFloat;
 }
 
 // Analytic forward FLOPs of one image through a ViT (2 per multiply-add; the matrix products
@@ -204,23 +200,6 @@ int RunBackboneBenchmark(const BackboneBenchmarkOptions& options) {
   return 0;
 }
 
-// Seeded uint8 noise images, S×S×3, with their views.
-struct NoiseBatch {
-  std::vector<std::vector<uint8_t>> pixels;
-  std::vector<ImageView> views;
-};
-NoiseBatch MakeNoiseBatch(int64_t n, int64_t s, std::mt19937& rng) {
-  std::uniform_int_distribution<int> value(0, 255);
-  NoiseBatch batch;
-  batch.pixels.resize(static_cast<size_t>(n));
-  for (auto& px : batch.pixels) {
-    px.resize(static_cast<size_t>(s * s * 3));
-    for (uint8_t& v : px) v = static_cast<uint8_t>(value(rng));
-    batch.views.push_back({px.data(), s, s, 3, PixelType::kUint8});
-  }
-  return batch;
-}
-
 // Whole batches through the engine: RSS growth while the images are added (features stored) and
 // while the batch is scored. What grows with N must be the stored features plus one fp32 Z (the
 // (layer, degree) MSM is working on); the rest — the backbone's activations for one forward
@@ -251,19 +230,20 @@ int RunEngineMemoryBenchmark(const MemoryBenchmarkOptions& options) {
   const double mib = 1 << 20;
   std::mt19937 rng(3);
   {
-    NoiseBatch warm = MakeNoiseBatch(4, s, rng);
+    NoiseImages warm = UniformNoiseImages(4, s, rng);
     (void)(*engine)->Score(warm.views);  // Thread pools, allocator arenas, OpenBLAS buffers.
   }
   std::printf("engine: %s at %lld, token_dtype=%s, block_budget=%.0f MiB (noise images)\n",
               (*engine)->backbone_name().c_str(), static_cast<long long>(s),
-              options.token_dtype.c_str(), static_cast<double>(options.block_budget_bytes) / mib);
+              NumericTypeName(options.token_dtype),
+              static_cast<double>(options.block_budget_bytes) / mib);
   std::printf("%5s | %10s %8s | %10s %10s | %10s\n", "N", "tokens_MiB", "Z_MiB", "add_MiB",
               "score_MiB", "rest_MiB");
   std::vector<double> xs, ys;
   double rest_max = 0;
   double token_bytes_per_image = 0;
   for (int64_t n : options.images) {
-    NoiseBatch images = MakeNoiseBatch(n, s, rng);
+    NoiseImages images = UniformNoiseImages(n, s, rng);
     const int64_t baseline = CurrentRssBytes();
     ResetPeakRss();
     std::unique_ptr<ScoringBatch> batch = (*engine)->NewBatch();
@@ -308,12 +288,13 @@ int RunMemoryBenchmark(const MemoryBenchmarkOptions& options) {
   // Freed large blocks go back to the system at once, so peak RSS shows live memory only.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
   const int threads = ConfigureIntraOpThreads(options.threads);
-  const at::ScalarType type = ParseDtype(options.token_dtype);
+  const at::ScalarType type = ScalarTypeOf(options.token_dtype);
   const int64_t elt = static_cast<int64_t>(c10::elementSize(type));
   const double mib = 1 << 20;
   const int64_t l = options.patches, c = options.channels;
   std::printf("threads=%d L=%lld C=%lld token_dtype=%s block_budget=%.0f MiB\n", threads,
-              static_cast<long long>(l), static_cast<long long>(c), options.token_dtype.c_str(),
+              static_cast<long long>(l), static_cast<long long>(c),
+              NumericTypeName(options.token_dtype),
               static_cast<double>(options.block_budget_bytes) / mib);
   std::printf("%5s | %10s %10s %10s %10s | %s\n", "N", "tokens_MiB", "peak_MiB", "bound_MiB",
               "table_MiB", "within");
@@ -415,11 +396,11 @@ int RunScalingBenchmark(const ScalingBenchmarkOptions& options) {
   {
     // Warm-up: the first forward pass pays for thread pools, allocator arenas and page faults on
     // the weights, which would otherwise inflate the smallest N and the fitted exponent.
-    const NoiseBatch warm = MakeNoiseBatch(2, s, rng);
+    const NoiseImages warm = UniformNoiseImages(2, s, rng);
     (void)(*engine)->Score(warm.views);
   }
   for (int64_t n : options.images) {
-    const NoiseBatch images = MakeNoiseBatch(n, s, rng);
+    const NoiseImages images = UniformNoiseImages(n, s, rng);
     const std::vector<ImageView>& views = images.views;
     const auto start = Clock::now();
     absl::StatusOr<BatchScores> scores = (*engine)->Score(views);

@@ -31,7 +31,7 @@ struct MemoryBenchmarkOptions {
   int64_t patches = 196;
   int64_t channels = 768;
   int64_t block_budget_bytes = int64_t{16} << 20;
-  std::string token_dtype = "fp32";  // fp32, bf16 or fp16 storage of Z.
+  NumericType token_dtype = NumericType::kFloat32;  // Storage of Z.
   int threads = 0;
   // Set: measure whole batches through the engine with this backbone (noise images) instead of
   // MSM alone on synthetic tokens; patches/channels then come from the model.

@@ -3,10 +3,14 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/stack.h>
+#include <c10/util/Exception.h>
 
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/backbones/preprocess.h"
+#include "core/stopwatch.h"
 
 namespace musc {
 namespace {
@@ -61,8 +65,47 @@ at::Tensor ToFloatImage(const ImageView& image) {
   TORCH_CHECK(false, "unknown pixel type");
 }
 
-absl::Status FromTorchError(const c10::Error& e, const char* stage) {
-  return absl::InternalError(absl::StrCat(stage, ": ", e.what_without_backtrace()));
+BackboneFeatures RunBackbone(EngineState& engine, absl::Span<const ImageView> images,
+                             StageTimings& spent) {
+  Backbone& backbone = *engine.backbone;
+  const PreprocessSpec& spec = backbone.preprocess_spec();
+  Stopwatch watch;
+  std::vector<at::Tensor> inputs;
+  for (const ImageView& image : images) {
+    inputs.push_back(PreprocessImage(ToFloatImage(image), spec, image.type == PixelType::kUint8));
+  }
+  at::Tensor batch = at::stack(inputs, 0);
+  if (!engine.device.is_cpu()) {
+    // From pinned memory the copy is asynchronous: the host preprocesses the next chunk while the
+    // device copies and runs this one.
+    batch = batch.pin_memory().to(engine.device, /*non_blocking=*/true);
+  }
+  spent.preprocess_s += watch.Lap();
+  BackboneFeatures features = backbone.Forward(batch);
+  TORCH_CHECK(!features.layer_maps.empty(), backbone.name(), " returned no feature layers");
+  spent.backbone_s += watch.Lap();
+  return features;
+}
+
+at::ScalarType ScalarTypeOf(NumericType type) {
+  switch (type) {
+    case NumericType::kFloat32:
+      return at::kFloat;
+    case NumericType::kBFloat16:
+      return at::kBFloat16;
+    case NumericType::kFloat16:
+      return at::kHalf;
+  }
+  TORCH_CHECK(false, "unknown numeric type");
+}
+
+MutualScoringOptions MsmOptionsFor(const ScoringOptions& scoring, const at::Device& device) {
+  MutualScoringOptions msm;
+  msm.interval_low = scoring.interval_low;
+  msm.interval_high = scoring.interval_high;
+  msm.block_budget_bytes = scoring.block_budget_bytes;
+  msm.gemm_dtype = device.is_cpu() ? at::kFloat : ScalarTypeOf(scoring.gemm_dtype);
+  return msm;
 }
 
 }  // namespace musc

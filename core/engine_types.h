@@ -1,6 +1,7 @@
 // The engine's plain value types: images in, options, scores and timings out. No LibTorch, no
 // facade: the backbones, the image library and the server's configuration depend on these values
-// without depending on the engine (core/musc_engine.h) itself.
+// without depending on the engine (core/musc_engine.h) itself. Their functions (engine_types.cc)
+// are LibTorch-free too, so the products-config fuzzer runs the real option parsing.
 #ifndef MUSC_CORE_ENGINE_TYPES_H_
 #define MUSC_CORE_ENGINE_TYPES_H_
 
@@ -9,10 +10,22 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace musc {
 
 enum class PixelType { kUint8, kUint16, kFloat32 };
+
+// Element types a product may choose for the engine's features and GEMMs, named "fp32", "bf16"
+// and "fp16" in configurations, command lines and the protocol.
+enum class NumericType { kFloat32, kBFloat16, kFloat16 };
+
+// The type named `name`; InvalidArgument ("'NAME' is invalid: expected fp32, bf16 or fp16")
+// otherwise, for the caller to prefix with the option it was reading.
+absl::StatusOr<NumericType> ParseNumericType(absl::string_view name);
+// "fp32", "bf16" or "fp16".
+const char* NumericTypeName(NumericType type);
 
 // A decoded image, row-major H×W×C, tightly packed, C = 1 (grey) or 3 (RGB). Caller-owned; only
 // read during the call it is passed to. Float pixels are expected in [0, 1].
@@ -50,13 +63,13 @@ struct ScoringOptions {
   // chosen deterministically and spread across the batch (offsets 1 + ⌊k·(N−1)/M⌋), cost O(N·M)
   // instead of O(N²). 0 = exact MuSc (all N−1 others); M ≥ N−1 is exact as well.
   int64_t approximate_neighbours = 0;
-  // How the backbone's patch tokens are stored between Add() and Score(): "fp32", "bf16" or
-  // "fp16". Arithmetic stays fp32 (tokens are widened per layer); bf16/fp16 halve the storage
-  // that grows with N at the price of rounding the features (accuracy: docs/PERFORMANCE.md).
-  std::string token_dtype = "fp32";
-  // Element type of MSM's similarity GEMMs: "fp32", or "bf16"/"fp16" on an accelerator (the
-  // engine's device), where half-precision GEMMs run many times faster. On CPU only fp32.
-  std::string gemm_dtype = "fp32";
+  // How the backbone's patch tokens are stored between Add() and Score(). Arithmetic stays fp32
+  // (tokens are widened per layer); bf16/fp16 halve the storage that grows with N at the price
+  // of rounding the features (accuracy: docs/PERFORMANCE.md).
+  NumericType token_dtype = NumericType::kFloat32;
+  // Element type of MSM's similarity GEMMs: fp32, or bf16/fp16 on an accelerator (the engine's
+  // device), where half-precision GEMMs run many times faster. On CPU only fp32.
+  NumericType gemm_dtype = NumericType::kFloat32;
 };
 
 // Checks degrees, interval, windows and budget; InvalidArgument says which and why.

@@ -3,7 +3,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/InferenceMode.h>
@@ -13,11 +12,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/backbones/preprocess.h"
+#include "base/status_macros.h"
 #include "core/engine_internal.h"
 #include "core/musc/anomaly_map.h"
 #include "core/musc/lnamd.h"
 #include "core/musc/mutual_scoring.h"
+#include "core/stopwatch.h"
+#include "core/torch_status.h"
 
 namespace musc {
 
@@ -31,8 +32,11 @@ class LineScorer::Features {
 };
 
 struct LineScorer::Impl {
-  std::shared_ptr<MuscEngine::Impl> engine;
+  std::shared_ptr<EngineState> engine;
   LineOptions options;
+  // The bank and its scoring stay on the host whatever the engine's device (one image against
+  // the bank is a small product), so MSM multiplies in fp32 there.
+  MutualScoringOptions msm;
   // Per (layer, degree): M×L×C, filled as a ring; slot next_slot is the next to be overwritten.
   std::vector<at::Tensor> bank;
   int64_t count = 0;
@@ -82,30 +86,25 @@ absl::StatusOr<std::unique_ptr<LineScorer>> LineScorer::Create(MuscEngine* engin
   if (options.bank_chunk < 1) {
     return absl::InvalidArgumentError("line bank chunk must be at least 1");
   }
-  if (absl::Status s = ValidateScoringOptions(options.scoring); !s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(ValidateScoringOptions(options.scoring));
   auto impl = std::make_unique<Impl>();
-  impl->engine = engine->impl_;
+  impl->engine = SharedEngineState(*engine);
   impl->options = options;
+  impl->msm = MsmOptionsFor(options.scoring, at::kCPU);
   return std::unique_ptr<LineScorer>(new LineScorer(std::move(impl)));
 }
 
 absl::StatusOr<LineScorer::FeaturesPtr> LineScorer::Extract(const ImageView& image) {
-  if (absl::Status s = ValidateImage(image, 0); !s.ok()) return s;
-  Backbone& backbone = *impl_->engine->backbone;
+  MUSC_RETURN_IF_ERROR(ValidateImage(image, 0));
   FeaturesPtr features(new Features());
   try {
     c10::InferenceMode guard;
-    Stopwatch watch;
-    const at::Tensor input = PreprocessImage(ToFloatImage(image), backbone.preprocess_spec(),
-                                             image.type == PixelType::kUint8)
-                                 .unsqueeze(0);
-    features->timings.preprocess_s = watch.Lap();
     // On an accelerator only the backbone runs there: the line's bank and its per-image scoring
     // stay on the host (one image against the bank is a small product).
-    BackboneFeatures out = backbone.Forward(input.to(impl_->engine->device));
-    TORCH_CHECK(!out.layer_maps.empty(), backbone.name(), " returned no feature layers");
+    BackboneFeatures out = RunBackbone(*impl_->engine, {image}, features->timings);
+    Stopwatch watch;
     for (at::Tensor& layer : out.layer_maps) layer = layer.cpu();
-    features->timings.backbone_s = watch.Lap();
+    features->timings.backbone_s += watch.Lap();
     features->grid_h = out.layer_maps[0].size(2);
     features->grid_w = out.layer_maps[0].size(3);
     for (const at::Tensor& layer : out.layer_maps) {
@@ -118,7 +117,7 @@ absl::StatusOr<LineScorer::FeaturesPtr> LineScorer::Extract(const ImageView& ima
     }
     features->timings.lnamd_s = watch.Lap();
   } catch (const c10::Error& e) {
-    return FromTorchError(e, "line feature extraction");
+    return TorchErrorToStatus(e, "line feature extraction");
   }
   if (impl_->count > 0 && (features->grid_h != impl_->grid_h || features->grid_w != impl_->grid_w ||
                            features->z.size() != impl_->bank.size())) {
@@ -142,30 +141,15 @@ absl::StatusOr<LineImageScore> LineScorer::Score(const Features& features) {
   try {
     c10::InferenceMode guard;
     Stopwatch watch;
-    const int64_t patches = m.grid_h * m.grid_w;
-    at::Tensor accum = at::zeros({patches}, at::kDouble);
+    at::Tensor accum = at::zeros({m.grid_h * m.grid_w}, at::kDouble);
     for (size_t k = 0; k < m.bank.size(); ++k) {
-      const at::Tensor& z = features.z[k];  // L×C
-      const int64_t channels = z.size(1);
-      at::Tensor max_similarity = at::empty({patches, m.count}, at::kFloat);
-      // The bank in chunks: one GEMM per chunk of images, row maxima per image.
-      for (int64_t begin = 0; begin < m.count; begin += m.options.bank_chunk) {
-        const int64_t n = std::min(m.options.bank_chunk, m.count - begin);
-        const at::Tensor block = m.bank[k].narrow(0, begin, n).reshape({n * patches, channels});
-        const at::Tensor similarity = z.mm(block.t()).view({patches, n, patches});
-        max_similarity.narrow(1, begin, n).copy_(std::get<0>(similarity.max(2)));
-      }
-      // ‖a−b‖ = sqrt(2 − 2⟨a,b⟩) for unit vectors; rounding can push it just below zero.
-      const at::Tensor distances = (2.0 - 2.0 * max_similarity).clamp_min(0.0).sqrt();
-      const at::Tensor sorted = std::get<0>(distances.sort(1));
-      const at::Tensor interval_mean =
-          sorted.narrow(1, ranks.begin, ranks.end - ranks.begin).mean(1);
-      accum += interval_mean.to(at::kDouble) * m.Weight();
+      AccumulateQueryScores(features.z[k], m.bank[k].narrow(0, 0, m.count), m.msm,
+                            m.options.bank_chunk, m.Weight(), accum);
     }
     result.timings.msm_s += watch.Lap();
     m.FinishScore(accum, &result);
   } catch (const c10::Error& e) {
-    return FromTorchError(e, "line scoring");
+    return TorchErrorToStatus(e, "line scoring");
   }
   return result;
 }
@@ -181,10 +165,7 @@ absl::StatusOr<std::vector<LineImageScore>> LineScorer::ScoreBankAsBatch() {
     c10::InferenceMode guard;
     Stopwatch watch;
     const at::Tensor order = m.AdmissionOrder();
-    MutualScoringOptions msm;
-    msm.interval_low = m.options.scoring.interval_low;
-    msm.interval_high = m.options.scoring.interval_high;
-    msm.block_budget_bytes = m.options.scoring.block_budget_bytes;
+    const MutualScoringOptions& msm = m.msm;
     at::Tensor accum = at::zeros({m.count, m.grid_h * m.grid_w}, at::kDouble);
     for (const at::Tensor& bank : m.bank) {
       const at::Tensor z = bank.narrow(0, 0, m.count).index_select(0, order).contiguous();
@@ -200,7 +181,7 @@ absl::StatusOr<std::vector<LineImageScore>> LineScorer::ScoreBankAsBatch() {
       m.FinishScore(accum[i], &r);
     }
   } catch (const c10::Error& e) {
-    return FromTorchError(e, "line warm-up scoring");
+    return TorchErrorToStatus(e, "line warm-up scoring");
   }
   return results;
 }
@@ -219,7 +200,7 @@ absl::Status LineScorer::Admit(FeaturesPtr features) {
     }
     for (size_t k = 0; k < m.bank.size(); ++k) m.bank[k][m.next_slot].copy_(features->z[k]);
   } catch (const c10::Error& e) {
-    return FromTorchError(e, "line bank admission");
+    return TorchErrorToStatus(e, "line bank admission");
   }
   m.next_slot = (m.next_slot + 1) % m.options.bank_size;
   m.count = std::min(m.count + 1, m.options.bank_size);

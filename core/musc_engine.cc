@@ -5,30 +5,27 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstring>
-#include <limits>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "core/backbones/backbone_registry.h"
 #include "core/backbones/model_registry.h"
-#include "core/backbones/preprocess.h"
 #include "core/engine_internal.h"
 #include "core/musc/anomaly_map.h"
 #include "core/musc/lnamd.h"
 #include "core/musc/mutual_scoring.h"
 #include "core/musc/rscin.h"
+#include "core/stopwatch.h"
 #include "core/thread_config.h"
+#include "core/torch_status.h"
 
 namespace musc {
 
@@ -38,63 +35,17 @@ std::vector<std::string> KnownBackboneModels() { return RegisteredModels(); }
 
 const char* LibTorchVersion() { return TORCH_VERSION; }
 
-absl::Status ValidateScoringOptions(const ScoringOptions& o) {
-  if (o.degrees.empty()) return absl::InvalidArgumentError("no LNAMD degrees given");
-  for (int64_t r : o.degrees) {
-    if (r < 1 || r % 2 == 0 || r > 31) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("LNAMD degree ", r, " is invalid: degrees must be odd, 1..31"));
-    }
-  }
-  if (!(o.interval_low >= 0.0 && o.interval_low < o.interval_high && o.interval_high <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat("MSM interval [", o.interval_low, ", ",
-                                                   o.interval_high,
-                                                   ") is invalid: need 0 <= low < high <= 1"));
-  }
-  for (int64_t k : o.rscin_windows) {
-    if (k < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("RsCIN window ", k, " is invalid: windows must be >= 0 (0 = off)"));
-    }
-  }
-  if (o.block_budget_bytes < (int64_t{1} << 20)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("block budget ", o.block_budget_bytes, " bytes is below the 1 MiB minimum"));
-  }
-  if (o.approximate_neighbours < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("approximate_neighbours ", o.approximate_neighbours,
-                     " is invalid: 0 = exact, M >= 1 = score against M other images"));
-  }
-  if (o.token_dtype != "fp32" && o.token_dtype != "bf16" && o.token_dtype != "fp16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token_dtype '", o.token_dtype, "' is invalid: expected fp32, bf16 or fp16"));
-  }
-  if (o.gemm_dtype != "fp32" && o.gemm_dtype != "bf16" && o.gemm_dtype != "fp16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gemm_dtype '", o.gemm_dtype, "' is invalid: expected fp32, bf16 or fp16"));
-  }
-  return absl::OkStatus();
-}
-
 namespace {
 
 // Images per LNAMD step in Score(): bounds its temporaries independently of N.
 constexpr int64_t kLnamdChunkImages = 8;
 
-// "fp32" / "bf16" / "fp16" (validated by ValidateScoringOptions) as a LibTorch type.
-at::ScalarType ScalarTypeNamed(const std::string& name) {
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp16") return at::kHalf;
-  return at::kFloat;
-}
-
 // The scoring options an engine on `device` can run.
 absl::Status ValidateForDevice(const ScoringOptions& o, const at::Device& device) {
-  if (absl::Status s = ValidateScoringOptions(o); !s.ok()) return s;
-  if (device.is_cpu() && o.gemm_dtype != "fp32") {
+  MUSC_RETURN_IF_ERROR(ValidateScoringOptions(o));
+  if (device.is_cpu() && o.gemm_dtype != NumericType::kFloat32) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "gemm_dtype '", o.gemm_dtype,
+        "gemm_dtype '", NumericTypeName(o.gemm_dtype),
         "' needs an accelerator: on CPU MSM multiplies in fp32 (use token_dtype to halve the "
         "token storage instead)"));
   }
@@ -107,9 +58,9 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
   try {
     device.emplace(name);
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("device '", name,
-                     "' is invalid (expected cpu, cuda or cuda:K): ", e.what_without_backtrace()));
+    return TorchErrorToStatus(
+        e, absl::StrCat("device '", name, "' is invalid (expected cpu, cuda or cuda:K)"),
+        absl::StatusCode::kInvalidArgument);
   }
   if (!device->is_cpu() && !device->is_cuda()) {
     return absl::InvalidArgumentError(
@@ -127,7 +78,7 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
 }  // namespace
 
 struct ScoringBatch::Impl {
-  std::shared_ptr<MuscEngine::Impl> engine;
+  std::shared_ptr<EngineState> engine;
   ScoringOptions scoring;
   int64_t count = 0;
   std::vector<std::vector<at::Tensor>> layer_chunks;  // [layer][chunk]: n×C×H×W
@@ -148,42 +99,25 @@ int64_t ScoringBatch::feature_bytes() const {
 }
 
 absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
-  for (size_t k = 0; k < images.size(); ++k) {
-    if (absl::Status s = ValidateImage(images[k], k); !s.ok()) return s;
-  }
-  const EngineOptions& options = impl_->engine->options;
-  Backbone& backbone = *impl_->engine->backbone;
-  const PreprocessSpec& spec = backbone.preprocess_spec();
+  for (size_t k = 0; k < images.size(); ++k) MUSC_RETURN_IF_ERROR(ValidateImage(images[k], k));
+  EngineState& engine = *impl_->engine;
+  const size_t chunk_images = static_cast<size_t>(engine.options.backbone_batch_size);
   // Results are collected first and committed only when every chunk succeeded, so a failure
   // leaves the batch exactly as it was.
   std::vector<std::vector<at::Tensor>> new_layers;
   std::vector<at::Tensor> new_embeddings;
   StageTimings spent;
-  const at::ScalarType token_type = ScalarTypeNamed(impl_->scoring.token_dtype);
-  const at::Device device = impl_->engine->device;
+  const at::ScalarType token_type = ScalarTypeOf(impl_->scoring.token_dtype);
+  const at::Device device = engine.device;
   try {
     c10::InferenceMode guard;
-    for (size_t begin = 0; begin < images.size();
-         begin += static_cast<size_t>(options.backbone_batch_size)) {
-      const size_t end =
-          std::min(images.size(), begin + static_cast<size_t>(options.backbone_batch_size));
+    for (size_t begin = 0; begin < images.size(); begin += chunk_images) {
+      const size_t end = std::min(images.size(), begin + chunk_images);
+      BackboneFeatures features = RunBackbone(engine, images.subspan(begin, end - begin), spent);
       Stopwatch watch;
-      std::vector<at::Tensor> inputs;
-      for (size_t k = begin; k < end; ++k) {
-        inputs.push_back(
-            PreprocessImage(ToFloatImage(images[k]), spec, images[k].type == PixelType::kUint8));
-      }
-      at::Tensor batch = at::stack(inputs, 0);
-      if (!device.is_cpu()) {
-        // From pinned memory the copy is asynchronous: the host preprocesses the next chunk
-        // while the device copies and runs this one.
-        batch = batch.pin_memory().to(device, /*non_blocking=*/true);
-      }
-      spent.preprocess_s += watch.Lap();
-      BackboneFeatures features = backbone.Forward(batch);
       if (new_layers.empty()) new_layers.resize(features.layer_maps.size());
-      TORCH_CHECK(features.layer_maps.size() == new_layers.size() && !new_layers.empty(),
-                  backbone.name(), " returned an inconsistent number of feature layers");
+      TORCH_CHECK(features.layer_maps.size() == new_layers.size(), engine.backbone->name(),
+                  " returned an inconsistent number of feature layers");
       for (size_t l = 0; l < features.layer_maps.size(); ++l) {
         // Own, compact, channels-last copies in the storage dtype: drops class tokens and
         // backbone temporaries. These copies are what grows with N until Score(). They live in
@@ -197,10 +131,12 @@ absl::Status ScoringBatch::Add(absl::Span<const ImageView> images) {
       new_embeddings.push_back(features.image_embedding.defined()
                                    ? features.image_embedding.to(at::kFloat).cpu().contiguous()
                                    : at::Tensor());
-      spent.backbone_s += watch.Lap();  // The copies to the host above waited for the device.
+      // The copies to the host waited for the device: on an accelerator, most of the backbone's
+      // time is here.
+      spent.backbone_s += watch.Lap();
     }
   } catch (const c10::Error& e) {
-    return FromTorchError(e, "feature extraction");
+    return TorchErrorToStatus(e, "feature extraction");
   }
   if (images.empty()) return absl::OkStatus();
   if (!impl_->layer_chunks.empty() && impl_->layer_chunks.size() != new_layers.size()) {
@@ -243,11 +179,8 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     result.grid_h = grid_h;
     result.grid_w = grid_w;
 
-    MutualScoringOptions msm;
-    msm.interval_low = options.interval_low;
-    msm.interval_high = options.interval_high;
-    msm.block_budget_bytes = options.block_budget_bytes;
-    msm.gemm_dtype = ScalarTypeNamed(options.gemm_dtype);
+    const at::Device device = impl_->engine->device;
+    MutualScoringOptions msm = MsmOptionsFor(options, device);
     // M ≥ N−1 would compare with every other image anyway: the exact, paired path is faster.
     msm.approximate_neighbours =
         options.approximate_neighbours < n - 1 ? options.approximate_neighbours : 0;
@@ -258,7 +191,6 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     // Mean over layers and degrees: every (layer, degree) gets the same weight.
     const double weight =
         1.0 / static_cast<double>(impl_->layer_chunks.size() * options.degrees.size());
-    const at::Device device = impl_->engine->device;
     at::Tensor accum =
         at::zeros({n, patches}, at::TensorOptions().dtype(at::kDouble).device(device));
     result.timings.lnamd_s += watch.Lap();
@@ -320,47 +252,45 @@ absl::StatusOr<BatchScores> ScoringBatch::Score() {
     result.raw_scores.assign(raw.data_ptr<float>(), raw.data_ptr<float>() + n);
     result.final_scores.assign(final_scores.data_ptr<float>(), final_scores.data_ptr<float>() + n);
   } catch (const c10::Error& e) {
-    return FromTorchError(e, "scoring");
+    return TorchErrorToStatus(e, "scoring");
   }
   return result;
 }
 
-MuscEngine::MuscEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MuscEngine::MuscEngine(std::unique_ptr<EngineState> state) : state_(std::move(state)) {}
 MuscEngine::~MuscEngine() = default;
 
+std::shared_ptr<EngineState> SharedEngineState(const MuscEngine& engine) { return engine.state_; }
+
 absl::StatusOr<std::unique_ptr<MuscEngine>> MuscEngine::Create(const EngineOptions& options) {
-  absl::StatusOr<at::Device> device = ParseDevice(options.device);
-  if (!device.ok()) return device.status();
-  if (absl::Status s = ValidateForDevice(options.scoring, *device); !s.ok()) return s;
+  MUSC_ASSIGN_OR_RETURN(const at::Device device, ParseDevice(options.device));
+  MUSC_RETURN_IF_ERROR(ValidateForDevice(options.scoring, device));
   if (options.backbone_batch_size < 1) {
     return absl::InvalidArgumentError("backbone batch size must be at least 1");
   }
   ConfigureIntraOpThreads(options.intra_op_threads);
-  auto impl = std::make_unique<Impl>();
-  impl->options = options;
-  absl::StatusOr<std::unique_ptr<Backbone>> backbone = CreateBackbone(options.backbone);
-  if (!backbone.ok()) return backbone.status();
-  impl->backbone = *std::move(backbone);
-  impl->device = *device;
-  if (!device->is_cpu()) {
-    try {
-      impl->backbone->MoveTo(*device);
-    } catch (const c10::Error& e) {
-      return FromTorchError(e, "moving the backbone to the device");
-    }
+  auto state = std::make_unique<EngineState>();
+  state->options = options;
+  MUSC_ASSIGN_OR_RETURN(state->backbone, CreateBackbone(options.backbone));
+  state->device = device;
+  if (!device.is_cpu()) {
+    MUSC_RETURN_IF_ERROR(CatchTorchErrors("moving the backbone to the device", [&] {
+      state->backbone->MoveTo(device);
+      return absl::OkStatus();
+    }));
   }
-  return std::unique_ptr<MuscEngine>(new MuscEngine(std::move(impl)));
+  return std::unique_ptr<MuscEngine>(new MuscEngine(std::move(state)));
 }
 
 std::unique_ptr<ScoringBatch> MuscEngine::NewBatch() {
   auto batch = std::make_unique<ScoringBatch::Impl>();
-  batch->engine = impl_;
-  batch->scoring = impl_->options.scoring;
+  batch->engine = state_;
+  batch->scoring = state_->options.scoring;
   return std::unique_ptr<ScoringBatch>(new ScoringBatch(std::move(batch)));
 }
 
 absl::StatusOr<std::unique_ptr<ScoringBatch>> MuscEngine::NewBatch(const ScoringOptions& scoring) {
-  if (absl::Status s = ValidateForDevice(scoring, impl_->device); !s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(ValidateForDevice(scoring, state_->device));
   std::unique_ptr<ScoringBatch> batch = NewBatch();
   batch->impl_->scoring = scoring;
   return batch;
@@ -368,12 +298,12 @@ absl::StatusOr<std::unique_ptr<ScoringBatch>> MuscEngine::NewBatch(const Scoring
 
 absl::StatusOr<BatchScores> MuscEngine::Score(absl::Span<const ImageView> images) {
   std::unique_ptr<ScoringBatch> batch = NewBatch();
-  if (absl::Status s = batch->Add(images); !s.ok()) return s;
+  MUSC_RETURN_IF_ERROR(batch->Add(images));
   return batch->Score();
 }
 
-const std::string& MuscEngine::backbone_name() const { return impl_->backbone->name(); }
-int64_t MuscEngine::input_size() const { return impl_->backbone->preprocess_spec().input_size; }
-const EngineOptions& MuscEngine::options() const { return impl_->options; }
+const std::string& MuscEngine::backbone_name() const { return state_->backbone->name(); }
+int64_t MuscEngine::input_size() const { return state_->backbone->preprocess_spec().input_size; }
+const EngineOptions& MuscEngine::options() const { return state_->options; }
 
 }  // namespace musc

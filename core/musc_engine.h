@@ -15,6 +15,8 @@
 
 namespace musc {
 
+struct EngineState;  // The engine's shared internals (core/engine_internal.h).
+
 // The registry's default backbone (the paper's CLIP ViT-L/14-336) and every model name known.
 const char* DefaultBackboneModel();
 std::vector<std::string> KnownBackboneModels();
@@ -65,11 +67,11 @@ class MuscEngine {
   const EngineOptions& options() const;
 
  private:
-  friend class ScoringBatch;  // A batch keeps the engine's state alive while it exists.
-  friend class LineScorer;    // So does a line.
-  struct Impl;
-  explicit MuscEngine(std::unique_ptr<Impl> impl);
-  std::shared_ptr<Impl> impl_;
+  // Batches and lines keep the engine's state alive while they exist; lines reach it through
+  // this internal accessor (core/engine_internal.h).
+  friend std::shared_ptr<EngineState> SharedEngineState(const MuscEngine& engine);
+  explicit MuscEngine(std::unique_ptr<EngineState> state);
+  std::shared_ptr<EngineState> state_;
 };
 
 }  // namespace musc

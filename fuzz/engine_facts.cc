@@ -1,7 +1,7 @@
-// The three engine functions server/product_config.cc calls, for the products-config fuzzer only.
-// The real ones live in core/musc_engine.cc, which needs LibTorch (left out of the sanitizer
-// build). What the fuzzer exercises is the parser; these stand-ins keep its behaviour on model
-// names and leave scoring-option validation to the engine's own tests (tests/core).
+// Stand-ins for the products-config fuzzer only: the two engine functions server/product_config.cc
+// calls whose real definitions (core/musc_engine.cc) need LibTorch, which the sanitizer build
+// leaves out. They keep the parser's behaviour on model names. The scoring options' parsing and
+// validation (core/engine_types.cc) are LibTorch-free and compiled into the fuzzer as they are.
 #include <string>
 #include <vector>
 
@@ -16,7 +16,5 @@ const char* DefaultBackboneModel() { return "clip-vit-l-14-336"; }
 // MUSC_MODEL_NAMES: the name column of core/models.tsv, which tests/core checks against the
 // registry the real function returns.
 std::vector<std::string> KnownBackboneModels() { return absl::StrSplit(MUSC_MODEL_NAMES, ','); }
-
-absl::Status ValidateScoringOptions(const ScoringOptions&) { return absl::OkStatus(); }
 
 }  // namespace musc

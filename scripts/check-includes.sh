@@ -26,7 +26,7 @@ rules=(
   "eval|^(core|server|client|bench|synth)/|${heavy}|${rpc}|eval/ is LibTorch- and gRPC-free; client and bench use it, not the reverse"
   "synth|^(core|server|client|eval|bench)/|${heavy}|${rpc}|synth/ stands alone"
   "client|^(core|server|bench|synth)/|${heavy}|the client speaks the protocol, never links the server or the engine"
-  "bench|^(server|client)/|bench/ uses the core and eval/, not the frontends"
+  "bench|^client/|^server/([a-z_]+\.h$|(rpc|batch|line|store|results)/)|bench/ uses the core, eval/ and the image library (server/images/), not the frontends"
   "server|^(client|bench|synth)/|the server does not depend on the client or the tools"
   "server/images|${heavy}|^core/(backbones|musc|formats)/|^core/(musc_engine|line_scorer|engine_internal)\.h$|^server/(rpc|batch|line|store|results)/|the image library is LibTorch-free and depends on values only"
   "server/results|^server/(rpc|batch|line|store)/|results are built from scores, for batch and line alike"

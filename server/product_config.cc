@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "core/musc_engine.h"
 #include "server/yaml_keys.h"
 
@@ -169,8 +170,20 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
     if (scoring["approximate_neighbours"]) {
       p.scoring.approximate_neighbours = scoring["approximate_neighbours"].as<int64_t>();
     }
-    if (scoring["token_dtype"]) p.scoring.token_dtype = scoring["token_dtype"].as<std::string>();
-    if (scoring["gemm_dtype"]) p.scoring.gemm_dtype = scoring["gemm_dtype"].as<std::string>();
+    // Named types, refused with the message validation gave when they were strings:
+    // "products[0].scoring: token_dtype 'int8' is invalid: expected fp32, bf16 or fp16".
+    const auto parse_type = [&](const char* key, NumericType& field) -> absl::Status {
+      if (!scoring[key]) return absl::OkStatus();
+      absl::StatusOr<NumericType> type = ParseNumericType(scoring[key].as<std::string>());
+      if (!type.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".scoring: ", key, " ", type.status().message()));
+      }
+      field = *type;
+      return absl::OkStatus();
+    };
+    MUSC_RETURN_IF_ERROR(parse_type("token_dtype", p.scoring.token_dtype));
+    MUSC_RETURN_IF_ERROR(parse_type("gemm_dtype", p.scoring.gemm_dtype));
   }
   if (absl::Status s = ValidateScoringOptions(p.scoring); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(at, ".scoring: ", s.message()));
@@ -302,8 +315,8 @@ void ProductToProto(const ProductConfig& p, v1::Product* out) {
   for (int64_t k : p.scoring.rscin_windows) s->add_rscin_windows(static_cast<int32_t>(k));
   s->set_block_budget_mib(p.scoring.block_budget_bytes >> 20);
   s->set_approximate_neighbours(static_cast<uint32_t>(p.scoring.approximate_neighbours));
-  s->set_token_dtype(p.scoring.token_dtype);
-  s->set_gemm_dtype(p.scoring.gemm_dtype);
+  s->set_token_dtype(NumericTypeName(p.scoring.token_dtype));
+  s->set_gemm_dtype(NumericTypeName(p.scoring.gemm_dtype));
   v1::BatchPolicy* batch = out->mutable_batch();
   batch->set_min_images(p.min_images);
   batch->set_max_images(p.max_images);

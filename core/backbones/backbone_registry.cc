@@ -9,6 +9,7 @@
 #include "core/backbones/model_registry.h"
 #include "core/backbones/vision_transformer.h"
 #include "core/backbones/vit_weight_names.h"
+#include "core/torch_status.h"
 
 namespace musc {
 namespace {
@@ -73,7 +74,7 @@ absl::StatusOr<std::unique_ptr<Backbone>> CreateBackbone(const BackboneOptions& 
     return std::unique_ptr<Backbone>(new VisionTransformer(
         options.model, *config, std::move(weights), PreprocessOf(*spec, config->input_size)));
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(e.what_without_backtrace());
+    return TorchErrorToStatus(e, "", absl::StatusCode::kInvalidArgument);
   }
 }
 

@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/formats/safetensors_format.h"
+#include "core/torch_status.h"
 
 // safetensors data is little-endian and is copied byte for byte into tensors, which is only right
 // on a little-endian host (every platform this project targets).
@@ -176,8 +177,8 @@ absl::StatusOr<at::Tensor> ReadSafetensorsEntry(int fd, uint64_t data_start,
     return Normalised(tensor);
   } catch (const c10::Error& e) {
     // Allocation failure is the one expected here: the tensor is at most as large as the file.
-    return absl::ResourceExhaustedError(
-        absl::StrCat(where, "could not be allocated: ", e.what_without_backtrace()));
+    return TorchErrorToStatus(e, absl::StrCat(where, "could not be allocated"),
+                              absl::StatusCode::kResourceExhausted);
   }
 }
 
@@ -244,9 +245,11 @@ absl::StatusOr<TensorMap> ReadTorchArchive(const std::string& path, std::string_
       }
     }
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": could not be loaded as a TorchScript archive (corrupt or truncated?): ",
-        e.what_without_backtrace()));
+    return TorchErrorToStatus(
+        e,
+        absl::StrCat(path,
+                     ": could not be loaded as a TorchScript archive (corrupt or truncated?)"),
+        absl::StatusCode::kInvalidArgument);
   } catch (const torch::jit::ErrorReport& e) {
     // Raised when the archive's code does not compile (e.g. a newer exporter's operators).
     return absl::InvalidArgumentError(
@@ -325,8 +328,7 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
       pending.push_back(std::move(p));
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(path, ": could not prepare tensors: ", e.what_without_backtrace()));
+    return TorchErrorToStatus(e, absl::StrCat(path, ": could not prepare tensors"));
   }
   // Largest items first, then by name: each tensor then starts at a multiple of its item size
   // (the data section itself starts 8-byte aligned), which lets other readers map it in place.

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/formats/tfjs_manifest.h"
+#include "core/torch_status.h"
 
 namespace musc {
 namespace {
@@ -389,8 +390,7 @@ absl::StatusOr<std::unique_ptr<DarknetTinyNetwork>> CreateDarknetTinyNetwork(
   try {
     return Build(options, load_options);
   } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(kName, ": building the network failed: ", e.what_without_backtrace()));
+    return TorchErrorToStatus(e, absl::StrCat(kName, ": building the network failed"));
   }
 }
 

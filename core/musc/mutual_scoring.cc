@@ -30,6 +30,22 @@ inline float DistanceFromSimilarity(float similarity) {
   return std::sqrt(std::max(0.0f, 2.0f - 2.0f * similarity));
 }
 
+// The same as tensor ops, in place: ‖a−b‖ = sqrt(2 − 2⟨a,b⟩) for unit vectors; rounding can push
+// 2 − 2⟨a,b⟩ just below zero.
+at::Tensor& DistancesFromSimilarities(at::Tensor& similarities) {
+  return similarities.mul_(-2.0).add_(2.0).clamp_min_(0.0).sqrt_();
+}
+
+// query: L×C; partners: m×L×C (same type). The best similarity of each query patch within each
+// partner image, L×m: one GEMM against all m partners, then the maximum over each one's patches.
+at::Tensor BestSimilarities(const at::Tensor& query, const at::Tensor& partners) {
+  const int64_t l = query.size(0);
+  const int64_t m = partners.size(0);
+  const at::Tensor sims =
+      at::mm(query, partners.reshape({m * partners.size(1), query.size(1)}).t());
+  return sims.view({l, m, partners.size(1)}).amax(-1);
+}
+
 // One L×L block of similarities between image a (rows) and image b (columns), inside a tile whose
 // rows are `stride` floats apart. Writes the row maxima (a→b) to row_max[p] and, if col_max is not
 // null, the column maxima (b→a) to col_max[q]. One pass over the block; both inner loops are
@@ -212,13 +228,12 @@ MutualScoringStats AccumulateWithTensorOps(const at::Tensor& z, const MutualScor
         const int64_t m = std::min(chunk, columns - j0);
         const at::Tensor partners =
             approximate ? zc.index_select(0, partner_ids.narrow(0, j0, m)) : zc.narrow(0, j0, m);
-        const at::Tensor sims = at::mm(zi, partners.reshape({m * l, c}).t());  // L × m·L
-        table[i - s0].narrow(1, j0, m).copy_(sims.view({l, m, l}).amax(-1));
+        table[i - s0].narrow(1, j0, m).copy_(BestSimilarities(zi, partners));
         stats.pair_gemms += m;
       }
     }
     Stopwatch selection;
-    at::Tensor distances = table.mul_(-2.0).add_(2.0).clamp_min_(0.0).sqrt_();
+    at::Tensor& distances = DistancesFromSimilarities(table);
     if (!approximate) {
       // An image is not its own partner: its column sorts last and never reaches the interval.
       for (int64_t i = s0; i < s1; ++i) {
@@ -379,6 +394,36 @@ MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScori
     stats.selection_seconds += selection.Lap();
   }
   return stats;
+}
+
+void AccumulateQueryScores(const at::Tensor& query, const at::Tensor& bank,
+                           const MutualScoringOptions& options, int64_t bank_chunk, double weight,
+                           at::Tensor& scores_accum) {
+  TORCH_CHECK(query.dim() == 2 && query.scalar_type() == at::kFloat,
+              "the query must be L×C float32, got ", query.sizes());
+  TORCH_CHECK(bank.dim() == 3 && bank.scalar_type() == at::kFloat && bank.is_contiguous() &&
+                  bank.size(1) == query.size(0) && bank.size(2) == query.size(1),
+              "the bank must be contiguous M×L×C float32 matching the query ", query.sizes(),
+              ", got ", bank.sizes());
+  TORCH_CHECK(bank.size(0) >= 1, "the bank holds no image to score against");
+  TORCH_CHECK(bank_chunk >= 1, "bank_chunk must be at least 1");
+  TORCH_CHECK(scores_accum.scalar_type() == at::kDouble && scores_accum.dim() == 1 &&
+                  scores_accum.size(0) == query.size(0),
+              "scores_accum must be a float64 vector of the query's L patches");
+  const int64_t count = bank.size(0);
+  const int64_t patches = query.size(0);
+  const IntervalRanks ranks =
+      ComputeIntervalRanks(count + 1, options.interval_low, options.interval_high);
+  at::Tensor max_similarity = at::empty({patches, count}, query.options());
+  // The bank in chunks: one GEMM per chunk of images, row maxima per image.
+  for (int64_t begin = 0; begin < count; begin += bank_chunk) {
+    const int64_t n = std::min(bank_chunk, count - begin);
+    max_similarity.narrow(1, begin, n).copy_(BestSimilarities(query, bank.narrow(0, begin, n)));
+  }
+  const at::Tensor& distances = DistancesFromSimilarities(max_similarity);
+  const at::Tensor sorted = std::get<0>(distances.sort(1));
+  const at::Tensor interval_mean = sorted.narrow(1, ranks.begin, ranks.end - ranks.begin).mean(1);
+  scores_accum += interval_mean.to(at::kDouble) * weight;
 }
 
 at::Tensor MutualScores(const at::Tensor& z, const MutualScoringOptions& options) {

@@ -88,6 +88,19 @@ struct MutualScoringStats {
 MutualScoringStats AccumulateMutualScores(const at::Tensor& z, const MutualScoringOptions& options,
                                           double weight, at::Tensor& scores_accum);
 
+// MSM of one query image against a bank of M other images (line mode): for each query patch the
+// minimum distance to each bank image, and the mean over the interval of those M sorted distances
+// — the score the query gets in a batch of the bank plus itself (ranks of
+// ComputeIntervalRanks(M + 1, …)), without the bank's distances to each other. Uses the
+// options' interval only; bank images are multiplied bank_chunk at a time (extra memory
+// L × bank_chunk·L floats per GEMM). ATen ops on the tensors' device; the mean is in float32.
+// Adds weight · score(p) to scores_accum[p]. query: L×C float32 with unit rows; bank: M×L×C
+// float32 contiguous with unit rows, M ≥ 1; scores_accum: L float64. Throws c10::Error on
+// malformed input.
+void AccumulateQueryScores(const at::Tensor& query, const at::Tensor& bank,
+                           const MutualScoringOptions& options, int64_t bank_chunk, double weight,
+                           at::Tensor& scores_accum);
+
 // Convenience: the N×L float64 scores of one (layer, degree).
 at::Tensor MutualScores(const at::Tensor& z, const MutualScoringOptions& options);
 

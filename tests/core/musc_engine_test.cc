@@ -205,7 +205,6 @@ TEST(MuscEngineOptionsTest, BadScoringOptionsAreInvalidArgument) {
        }},
       {"zero budget", [](ScoringOptions& o) { o.block_budget_bytes = 0; }},
       {"negative budget", [](ScoringOptions& o) { o.block_budget_bytes = -5; }},
-      {"unknown gemm type", [](ScoringOptions& o) { o.gemm_dtype = "int8"; }},
   };
   std::unique_ptr<MuscEngine> engine = MakeEngine(DefaultOptions());
   ASSERT_NE(engine, nullptr);
@@ -218,6 +217,22 @@ TEST(MuscEngineOptionsTest, BadScoringOptionsAreInvalidArgument) {
     options.scoring = scoring;
     EXPECT_EQ(MuscEngine::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(engine->NewBatch(scoring).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// Element types are named in configurations and on command lines; an unknown name is refused
+// where it is read, naming what was expected.
+TEST(MuscEngineOptionsTest, NumericTypesAreParsedByName) {
+  for (NumericType type : {NumericType::kFloat32, NumericType::kBFloat16, NumericType::kFloat16}) {
+    absl::StatusOr<NumericType> parsed = ParseNumericType(NumericTypeName(type));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(*parsed, type);
+  }
+  EXPECT_STREQ(NumericTypeName(NumericType::kBFloat16), "bf16");
+  for (const char* bad : {"int8", "", "FP32", "float32"}) {
+    const absl::Status s = ParseNumericType(bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("expected fp32, bf16 or fp16"), std::string::npos) << s;
   }
 }
 
@@ -261,7 +276,7 @@ TEST(MuscEngineOptionsTest, DevicesThisBuildCannotUseAreRefusedClearly) {
 
 TEST(MuscEngineOptionsTest, HalfPrecisionGemmsNeedAnAccelerator) {
   EngineOptions options = DefaultOptions();
-  options.scoring.gemm_dtype = "bf16";
+  options.scoring.gemm_dtype = NumericType::kBFloat16;
   EXPECT_TRUE(ValidateScoringOptions(options.scoring).ok());  // Valid in itself...
   const absl::Status s = MuscEngine::Create(options).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;  // ...but not on a CPU engine.

@@ -63,8 +63,9 @@ products:
   ASSERT_TRUE(products.ok()) << products.status();
   const ProductConfig& big = (*products)[0];
   EXPECT_EQ(big.scoring.approximate_neighbours, 32);
-  EXPECT_EQ(big.scoring.token_dtype, "bf16");
-  EXPECT_EQ(big.scoring.gemm_dtype, "fp16");  // Valid here; a CPU server refuses it at load.
+  EXPECT_EQ(big.scoring.token_dtype, NumericType::kBFloat16);
+  // Valid here; a CPU server refuses it at load.
+  EXPECT_EQ(big.scoring.gemm_dtype, NumericType::kFloat16);
   v1::Product proto;
   ProductToProto(big, &proto);
   EXPECT_EQ(proto.scoring().block_budget_mib(), 64);

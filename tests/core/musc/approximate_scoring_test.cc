@@ -177,10 +177,11 @@ TEST(LargeBatchOptionsTest, ValidationNamesTheBadField) {
   o.approximate_neighbours = -1;
   EXPECT_EQ(ValidateScoringOptions(o).code(), absl::StatusCode::kInvalidArgument);
   o = ScoringOptions();
-  o.token_dtype = "int8";
-  EXPECT_EQ(ValidateScoringOptions(o).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseNumericType("int8").status().code(), absl::StatusCode::kInvalidArgument);
   for (const char* ok : {"fp32", "bf16", "fp16"}) {
-    o.token_dtype = ok;
+    absl::StatusOr<NumericType> type = ParseNumericType(ok);
+    ASSERT_TRUE(type.ok()) << ok;
+    o.token_dtype = *type;
     EXPECT_TRUE(ValidateScoringOptions(o).ok()) << ok;
   }
 }
@@ -207,11 +208,11 @@ TEST(LargeBatchOptionsTest, EngineApproximateAndHalfTokensStayCloseToExact) {
   // Fewer comparisons, same scale: the interval mean over 6 images stays near the one over 11.
   EXPECT_LT(MaxAbsDiff(approx.patch_scores, exact.patch_scores), 0.25);
 
-  for (const char* dtype : {"bf16", "fp16"}) {
+  for (NumericType dtype : {NumericType::kBFloat16, NumericType::kFloat16}) {
     ScoringOptions half;
     half.token_dtype = dtype;
     const BatchScores h = ScoreWith(**engine, half, images);
-    EXPECT_LT(MaxAbsDiff(h.patch_scores, exact.patch_scores), 2e-2) << dtype;
+    EXPECT_LT(MaxAbsDiff(h.patch_scores, exact.patch_scores), 2e-2) << NumericTypeName(dtype);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 
 namespace musc {
 namespace {
@@ -71,9 +72,8 @@ absl::StatusOr<EvalSet> LoadFolderLayout(const fs::path& category_dir) {
     const std::string type = type_dir.filename().string();
     const bool good = type == "good" || type == "ok";
     if (type == "ok" || type == "ko") set.layout = "btad";
-    absl::StatusOr<std::vector<fs::path>> files = ListImages(type_dir);
-    if (!files.ok()) return files.status();
-    for (const fs::path& f : *files) {
+    MUSC_ASSIGN_OR_RETURN(std::vector<fs::path> files, ListImages(type_dir));
+    for (const fs::path& f : files) {
       LabelledImage image;
       image.path = f.string();
       image.id = type + "/" + f.filename().string();

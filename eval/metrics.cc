@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace musc {
 namespace {
@@ -185,22 +186,19 @@ absl::StatusOr<std::vector<double>> ArangeThresholds(double lo, double hi, int s
 }  // namespace
 
 absl::StatusOr<double> Auroc(const std::vector<double>& scores, const std::vector<bool>& labels) {
-  absl::StatusOr<DetectionMetrics> m = SweepVectors("AUROC", scores, labels);
-  if (!m.ok()) return m.status();
-  return m->auroc;
+  MUSC_ASSIGN_OR_RETURN(DetectionMetrics m, SweepVectors("AUROC", scores, labels));
+  return m.auroc;
 }
 
 absl::StatusOr<double> AveragePrecision(const std::vector<double>& scores,
                                         const std::vector<bool>& labels) {
-  absl::StatusOr<DetectionMetrics> m = SweepVectors("AP", scores, labels);
-  if (!m.ok()) return m.status();
-  return m->average_precision;
+  MUSC_ASSIGN_OR_RETURN(DetectionMetrics m, SweepVectors("AP", scores, labels));
+  return m.average_precision;
 }
 
 absl::StatusOr<double> F1Max(const std::vector<double>& scores, const std::vector<bool>& labels) {
-  absl::StatusOr<DetectionMetrics> m = SweepVectors("F1-max", scores, labels);
-  if (!m.ok()) return m.status();
-  return m->f1_max;
+  MUSC_ASSIGN_OR_RETURN(DetectionMetrics m, SweepVectors("F1-max", scores, labels));
+  return m.f1_max;
 }
 
 absl::StatusOr<DetectionMetrics> ComputeDetectionMetrics(const std::vector<double>& scores,
@@ -259,16 +257,15 @@ absl::StatusOr<double> Pro(absl::Span<const float> maps, absl::Span<const uint8_
   if (!(hi > lo)) {
     return absl::FailedPreconditionError("PRO is undefined for constant maps (no thresholds)");
   }
-  absl::StatusOr<std::vector<double>> thresholds = ArangeThresholds(lo, hi, num_thresholds);
-  if (!thresholds.ok()) return thresholds.status();
-  const size_t steps = thresholds->size();
+  MUSC_ASSIGN_OR_RETURN(std::vector<double> thresholds, ArangeThresholds(lo, hi, num_thresholds));
+  const size_t steps = thresholds.size();
 
   // A pixel is flagged at threshold k (map > threshold) exactly for k < flagged_count, so one
   // histogram over flagged_count per class replaces re-thresholding the maps `steps` times.
   auto flagged_count = [&](size_t i) -> size_t {
     const double v = maps[i];  // Compared in double, as the reference's float64 maps are.
-    return static_cast<size_t>(std::lower_bound(thresholds->begin(), thresholds->end(), v) -
-                               thresholds->begin());
+    return static_cast<size_t>(std::lower_bound(thresholds.begin(), thresholds.end(), v) -
+                               thresholds.begin());
   };
   std::vector<uint64_t> normal_hist(steps + 1, 0);
   // Region r contributes tp_r(k) / area_r to the sum behind the mean. Its pixels are counted per

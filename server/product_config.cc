@@ -223,10 +223,9 @@ absl::StatusOr<ProductConfig> ParseProduct(const YAML::Node& node, const std::st
       return s;
     }
     if (maps["encoding"]) {
-      absl::StatusOr<v1::MapEncoding> e =
-          ParseEncoding(maps["encoding"].as<std::string>(), at + ".maps.encoding");
-      if (!e.ok()) return e.status();
-      p.map_encoding = *e;
+      MUSC_ASSIGN_OR_RETURN(v1::MapEncoding e, ParseEncoding(maps["encoding"].as<std::string>(),
+                                                             at + ".maps.encoding"));
+      p.map_encoding = e;
     }
     if (maps["mask_threshold"]) p.mask_threshold = maps["mask_threshold"].as<float>();
   }
@@ -276,14 +275,14 @@ absl::StatusOr<std::vector<ProductConfig>> ParseProducts(const std::string& yaml
     std::vector<ProductConfig> products;
     std::set<std::string> names;
     for (size_t i = 0; i < list.size(); ++i) {
-      absl::StatusOr<ProductConfig> p =
-          ParseProduct(list[i], absl::StrCat(source_name, ": products[", i, "]"), base_dir);
-      if (!p.ok()) return p.status();
-      if (!names.insert(p->name).second) {
+      MUSC_ASSIGN_OR_RETURN(
+          ProductConfig p,
+          ParseProduct(list[i], absl::StrCat(source_name, ": products[", i, "]"), base_dir));
+      if (!names.insert(p.name).second) {
         return absl::InvalidArgumentError(
-            absl::StrCat(source_name, ": product '", p->name, "' is defined twice"));
+            absl::StrCat(source_name, ": product '", p.name, "' is defined twice"));
       }
-      products.push_back(*std::move(p));
+      products.push_back(std::move(p));
     }
     return products;
   } catch (const YAML::Exception& e) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "core/backbones/checkpoint_io.h"
 #include "core/backbones/darknet_tiny.h"
 #include "core/backbones/model_registry.h"
@@ -58,21 +59,18 @@ absl::StatusOr<std::unique_ptr<Backbone>> CreateBackbone(const BackboneOptions& 
   }
   if (spec->kind == BackboneKind::kDarknetTiny) return CreateDarknetTinyBackbone(options);
 
-  absl::StatusOr<VitConfig> config = ResolveVitConfig(*spec, options);
-  if (!config.ok()) return config.status();
+  MUSC_ASSIGN_OR_RETURN(VitConfig config, ResolveVitConfig(*spec, options));
   try {
     TensorMap weights;
     if (spec->random_weights || options.random_weights) {
-      weights = RandomVitWeights(*config, options.seed);
+      weights = RandomVitWeights(config, options.seed);
     } else {
-      absl::StatusOr<std::string> path = ResolveWeightsFile(*spec, options.weights_path);
-      if (!path.ok()) return path.status();
-      absl::StatusOr<TensorMap> loaded = LoadVitWeights(*spec, *config, *path);
-      if (!loaded.ok()) return loaded.status();
-      weights = std::move(*loaded);
+      MUSC_ASSIGN_OR_RETURN(std::string path, ResolveWeightsFile(*spec, options.weights_path));
+      MUSC_ASSIGN_OR_RETURN(TensorMap loaded, LoadVitWeights(*spec, config, path));
+      weights = std::move(loaded);
     }
     return std::unique_ptr<Backbone>(new VisionTransformer(
-        options.model, *config, std::move(weights), PreprocessOf(*spec, config->input_size)));
+        options.model, config, std::move(weights), PreprocessOf(*spec, config.input_size)));
   } catch (const c10::Error& e) {
     return TorchErrorToStatus(e, "", absl::StatusCode::kInvalidArgument);
   }

@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "core/formats/safetensors_format.h"
 #include "core/torch_status.h"
 
@@ -200,15 +201,14 @@ absl::StatusOr<TensorMap> ReadSafetensors(int fd, uint64_t file_size, const std:
                                               "-byte header: ", std::strerror(errno)));
     }
   }
-  absl::StatusOr<SafetensorsHeader> header = ParseSafetensorsHeader(prefix, file_size, path);
-  if (!header.ok()) return header.status();
+  MUSC_ASSIGN_OR_RETURN(SafetensorsHeader header, ParseSafetensorsHeader(prefix, file_size, path));
 
   TensorMap tensors;
-  for (const SafetensorsEntry& entry : header->tensors) {
+  for (const SafetensorsEntry& entry : header.tensors) {
     if (!HasPrefix(entry.name, keep_prefix)) continue;
-    absl::StatusOr<at::Tensor> tensor = ReadSafetensorsEntry(fd, header->data_start, entry, path);
-    if (!tensor.ok()) return tensor.status();
-    tensors[entry.name] = *std::move(tensor);
+    MUSC_ASSIGN_OR_RETURN(at::Tensor tensor,
+                          ReadSafetensorsEntry(fd, header.data_start, entry, path));
+    tensors[entry.name] = std::move(tensor);
   }
   return tensors;
 }

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "core/formats/tfjs_manifest.h"
 #include "core/torch_status.h"
 
@@ -336,10 +337,9 @@ absl::StatusOr<std::unique_ptr<DarknetTinyNetwork>> Build(const BackboneOptions&
     return absl::Status(model.status().code(), absl::StrCat(kName, ": ", model.status().message()));
   }
   int64_t stride = 1;
-  absl::StatusOr<std::vector<Op>> ops = BuildOps(*model, load.fold_batch_norm, &stride);
-  if (!ops.ok()) return ops.status();
+  MUSC_ASSIGN_OR_RETURN(std::vector<Op> ops, BuildOps(*model, load.fold_batch_norm, &stride));
   const int64_t num_leaky = std::count_if(
-      ops->begin(), ops->end(), [](const Op& op) { return op.kind == Op::Kind::kLeakyRelu; });
+      ops.begin(), ops.end(), [](const Op& op) { return op.kind == Op::Kind::kLeakyRelu; });
   if (num_leaky == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(kName, ": ", options.weights_path, "/model.json has no LeakyReLU layer"));
@@ -368,7 +368,7 @@ absl::StatusOr<std::unique_ptr<DarknetTinyNetwork>> Build(const BackboneOptions&
     }
   }
   return std::unique_ptr<DarknetTinyNetwork>(new DarknetTiny(
-      *std::move(ops), std::move(layers), DarknetTinyPreprocessSpec(input_size), stride));
+      std::move(ops), std::move(layers), DarknetTinyPreprocessSpec(input_size), stride));
 }
 
 }  // namespace
@@ -396,9 +396,9 @@ absl::StatusOr<std::unique_ptr<DarknetTinyNetwork>> CreateDarknetTinyNetwork(
 
 absl::StatusOr<std::unique_ptr<Backbone>> CreateDarknetTinyBackbone(
     const BackboneOptions& options) {
-  absl::StatusOr<std::unique_ptr<DarknetTinyNetwork>> network = CreateDarknetTinyNetwork(options);
-  if (!network.ok()) return network.status();
-  return std::unique_ptr<Backbone>(*std::move(network));
+  MUSC_ASSIGN_OR_RETURN(std::unique_ptr<DarknetTinyNetwork> network,
+                        CreateDarknetTinyNetwork(options));
+  return std::unique_ptr<Backbone>(std::move(network));
 }
 
 }  // namespace musc

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "base/status_macros.h"
 
 namespace musc {
 namespace {
@@ -385,9 +386,9 @@ absl::StatusOr<TensorMap> FromCanonicalVitWeights(const TensorMap& canonical,
 
 absl::StatusOr<CanonicalVitWeights> CanonicalizeVitCheckpoint(const TensorMap& checkpoint,
                                                               const VitConfig& config) {
-  absl::StatusOr<DetectedVitNaming> detected = DetectVitWeightNaming(checkpoint, config.family);
-  if (!detected.ok()) return detected.status();
-  return ToCanonicalVitWeights(checkpoint, config, detected->naming, detected->prefix);
+  MUSC_ASSIGN_OR_RETURN(DetectedVitNaming detected,
+                        DetectVitWeightNaming(checkpoint, config.family));
+  return ToCanonicalVitWeights(checkpoint, config, detected.naming, detected.prefix);
 }
 
 }  // namespace musc

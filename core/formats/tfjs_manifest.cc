@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "core/formats/json_nesting.h"
 
 // Shards are raw little-endian float32; they are copied with memcpy, which is only right on a
@@ -555,9 +556,8 @@ absl::Status ParseWeights(const json& root, const std::string& directory, const 
       if (shape == w.end()) {
         return absl::InvalidArgumentError(absl::StrCat(at, "missing \"shape\""));
       }
-      absl::StatusOr<std::vector<int64_t>> dims = ParseShape(*shape, at, &pw.elements);
-      if (!dims.ok()) return dims.status();
-      pw.shape = *std::move(dims);
+      MUSC_ASSIGN_OR_RETURN(std::vector<int64_t> dims, ParseShape(*shape, at, &pw.elements));
+      pw.shape = std::move(dims);
       if (pw.elements > kTfjsMaxTotalElements - total_elements) {
         return absl::InvalidArgumentError(absl::StrCat(at, "the model's tensors exceed ",
                                                        kTfjsMaxTotalElements, " elements in all"));
@@ -615,20 +615,18 @@ absl::StatusOr<TfjsModel> ParseTfjsModel(std::string_view model_json, const std:
   model.directory = directory;
 
   bool sequential = false;
-  absl::StatusOr<const json*> layers = FindLayerArray(root, json_label, &sequential);
-  if (!layers.ok()) return layers.status();
+  MUSC_ASSIGN_OR_RETURN(const json* layers, FindLayerArray(root, json_label, &sequential));
   std::set<std::string> layer_names;
-  for (size_t i = 0; i < (*layers)->size(); ++i) {
-    absl::StatusOr<KerasLayer> layer = ParseLayer((**layers)[i], i, json_label);
-    if (!layer.ok()) return layer.status();
-    if (!layer_names.insert(layer->name).second) {
+  for (size_t i = 0; i < layers->size(); ++i) {
+    MUSC_ASSIGN_OR_RETURN(KerasLayer layer, ParseLayer((*layers)[i], i, json_label));
+    if (!layer_names.insert(layer.name).second) {
       return absl::InvalidArgumentError(
-          absl::StrCat(json_label, ": layer name '", layer->name, "' appears twice"));
+          absl::StrCat(json_label, ": layer name '", layer.name, "' appears twice"));
     }
-    if (sequential && layer->inbound.empty() && !model.layers.empty()) {
-      layer->inbound.push_back(model.layers.back().name);
+    if (sequential && layer.inbound.empty() && !model.layers.empty()) {
+      layer.inbound.push_back(model.layers.back().name);
     }
-    model.layers.push_back(*std::move(layer));
+    model.layers.push_back(std::move(layer));
   }
 
   if (absl::Status s = ParseWeights(root, directory, json_label, &model); !s.ok()) return s;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "server/images/image_header.h"
 
 namespace musc {
@@ -20,19 +21,18 @@ absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes, const DecodeLim
   // The header decides before OpenCV does: OpenCV's own pixel limit (2^30 unless
   // OPENCV_IO_MAX_IMAGE_PIXELS is set in the environment the process starts with) is process-wide,
   // and does not cover what its TIFF decoder allocates per tile.
-  absl::StatusOr<ImageHeader> header = ReadImageHeader(bytes);
-  if (!header.ok()) return header.status();
-  const char* format = ImageFormatName(header->format);
+  MUSC_ASSIGN_OR_RETURN(ImageHeader header, ReadImageHeader(bytes));
+  const char* format = ImageFormatName(header.format);
   // Both factors are at most kMaxImageDimension (2^20): the products cannot overflow.
-  const int64_t pixels = header->width * header->height;
+  const int64_t pixels = header.width * header.height;
   if (pixels > limits.max_pixels) {
     return absl::InvalidArgumentError(
-        absl::StrCat(format, " image declares ", header->width, "×", header->height, " = ", pixels,
+        absl::StrCat(format, " image declares ", header.width, "×", header.height, " = ", pixels,
                      " pixels; the limit is ", limits.max_pixels, " (refused before decoding)"));
   }
-  if (header->tile_width * header->tile_height > limits.max_pixels) {
+  if (header.tile_width * header.tile_height > limits.max_pixels) {
     return absl::InvalidArgumentError(absl::StrCat(
-        format, " image declares tiles of ", header->tile_width, "×", header->tile_height,
+        format, " image declares tiles of ", header.tile_width, "×", header.tile_height,
         " pixels; the limit is ", limits.max_pixels, " (refused before decoding)"));
   }
 
@@ -52,10 +52,10 @@ absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes, const DecodeLim
   }
   // The limits were checked against the header's dimensions; an image that decodes to others is
   // not what its header says it is.
-  if (decoded.cols != header->width || decoded.rows != header->height) {
+  if (decoded.cols != header.width || decoded.rows != header.height) {
     return absl::InvalidArgumentError(
         absl::StrCat(format, " image decoded to ", decoded.cols, "×", decoded.rows,
-                     " pixels, but its header declares ", header->width, "×", header->height));
+                     " pixels, but its header declares ", header.width, "×", header.height));
   }
   if (decoded.depth() != CV_8U && decoded.depth() != CV_16U) {
     return absl::InvalidArgumentError(
@@ -73,7 +73,7 @@ absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes, const DecodeLim
       cv::cvtColor(decoded, out.pixels, cv::COLOR_BGR2RGB);
       break;
     case 4:
-      if (header->channels == 2) {
+      if (header.channels == 2) {
         // OpenCV expands grey + alpha PNGs to BGRA with B = G = R; they stay grey here.
         cv::extractChannel(decoded, out.pixels, 0);
       } else {

@@ -50,10 +50,9 @@ absl::StatusOr<std::unique_ptr<LineRunner>> LineRunner::Create(const ProductConf
   options.bank_size = product->line->bank_size;
   options.scoring = product->scoring;
   options.scoring.keep_maps = true;
-  absl::StatusOr<std::unique_ptr<LineScorer>> scorer = LineScorer::Create(engine, options);
-  if (!scorer.ok()) return scorer.status();
+  MUSC_ASSIGN_OR_RETURN(std::unique_ptr<LineScorer> scorer, LineScorer::Create(engine, options));
   auto runner =
-      std::unique_ptr<LineRunner>(new LineRunner(product, *std::move(scorer), metrics, state_dir));
+      std::unique_ptr<LineRunner>(new LineRunner(product, std::move(scorer), metrics, state_dir));
   if (!state_dir.empty()) {
     std::error_code error;
     fs::create_directories(state_dir, error);
